@@ -1,0 +1,3 @@
+"""jflow: deep-equilibrium optical flow (DEQ-RAFT) and its baselines in JAX/Flax."""
+
+__version__ = "0.1.0"
