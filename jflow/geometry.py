@@ -1,0 +1,260 @@
+"""Geometry helpers shared by every model: grids, bilinear sampling, warping, padding, upsampling.
+
+All arrays are NHWC. Flow and coordinates carry (x, y) in the last axis, in pixels, with pixel
+centre ``i`` at coordinate ``i`` (torch ``grid_sample(align_corners=True)`` after normalising with
+``2x/(W-1)-1``). Functions accept numpy or jax arrays; the jax ones return jax arrays,
+``forward_interpolate`` is numpy only (it runs on the host between frames).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.spatial import cKDTree
+
+Array = Any
+_PADDINGS = ("zeros", "border")
+_HIGHEST = jax.lax.Precision.HIGHEST  # full fp32 on GPU/TPU (no TF32/bf16 passes)
+
+
+def coords_grid(batch: int, h: int, w: int, dtype=jnp.float32) -> jax.Array:
+    """Pixel coordinate grid (B, H, W, 2); channel 0 = x (column), channel 1 = y (row)."""
+    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=dtype), jnp.arange(w, dtype=dtype), indexing="ij")
+    grid = jnp.stack([xs, ys], axis=-1)
+    return jnp.broadcast_to(grid[None], (batch, h, w, 2))
+
+
+def _check_padding(padding: str) -> None:
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+
+
+def bilinear_sample(img: Array, coords: Array, *, padding: str = "zeros") -> jax.Array:
+    """Sample ``img`` (B, H, W, C) at pixel ``coords`` (B, ..., 2) -> (B, ..., C).
+
+    ``padding="zeros"``: corners outside the image contribute 0 (torch zero padding).
+    ``padding="border"``: coordinates are clamped to the image first (torch border padding).
+    Differentiable w.r.t. ``img`` and ``coords``; one flat gather per batch element.
+    """
+    _check_padding(padding)
+    img = jnp.asarray(img)
+    coords = jnp.asarray(coords)
+    if img.ndim != 4:
+        raise ValueError(f"bilinear_sample: img must be (B, H, W, C), got shape {img.shape}")
+    if coords.shape[-1] != 2 or coords.shape[0] != img.shape[0]:
+        raise ValueError(
+            f"bilinear_sample: coords must be (B, ..., 2) with B={img.shape[0]}, "
+            f"got shape {coords.shape}")
+    b, h, w, c = img.shape
+    out_shape = coords.shape[:-1]
+    dtype = jnp.result_type(img.dtype, coords.dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.float32
+    xy = coords.reshape(b, -1, 2).astype(dtype)
+    x, y = xy[..., 0], xy[..., 1]
+    if padding == "border":
+        x = jnp.clip(x, 0, w - 1)
+        y = jnp.clip(y, 0, h - 1)
+    x0 = jnp.floor(x)
+    y0 = jnp.floor(y)
+    wx1 = x - x0
+    wy1 = y - y0
+    wx0 = 1 - wx1
+    wy0 = 1 - wy1
+    x0i = x0.astype(jnp.int32)
+    y0i = y0.astype(jnp.int32)
+
+    idx, wts = [], []
+    for dy, wy in ((0, wy0), (1, wy1)):
+        for dx, wx in ((0, wx0), (1, wx1)):
+            xi = x0i + dx
+            yi = y0i + dy
+            inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+            idx.append(jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1))
+            wts.append(jnp.where(inside, wx * wy, 0))
+    idx = jnp.concatenate(idx, axis=1)  # (B, 4N)
+    wts = jnp.stack(wts, axis=1)  # (B, 4, N)
+    flat = img.reshape(b, h * w, c).astype(dtype)
+    vals = jax.vmap(lambda im, i: im[i])(flat, idx)  # (B, 4N, C)
+    vals = vals.reshape(b, 4, -1, c)
+    out = jnp.sum(vals * wts[..., None], axis=1)
+    return out.reshape(*out_shape, c)
+
+
+def grid_sample(img: Array, grid: Array, *, align_corners: bool,
+                padding: str = "zeros") -> jax.Array:
+    """torch ``F.grid_sample`` (bilinear) on normalised [-1, 1] (x, y) grids, NHWC.
+
+    ``img`` (B, H, W, C), ``grid`` (B, ..., 2) -> (B, ..., C).
+    """
+    _check_padding(padding)
+    img = jnp.asarray(img)
+    grid = jnp.asarray(grid)
+    h, w = img.shape[1], img.shape[2]
+    size = jnp.array([w, h], dtype=grid.dtype if jnp.issubdtype(grid.dtype, jnp.floating)
+                     else jnp.float32)
+    if align_corners:
+        coords = (grid + 1) / 2 * (size - 1)
+    else:
+        coords = ((grid + 1) * size - 1) / 2
+    return bilinear_sample(img, coords, padding=padding)
+
+
+def backward_warp(img: Array, flow: Array, *, padding: str = "zeros") -> jax.Array:
+    """Sample ``img`` at ``x + flow(x)``: (B, H, W, C) and (B, H, W, 2), or unbatched."""
+    img = jnp.asarray(img)
+    flow = jnp.asarray(flow)
+    unbatched = img.ndim == 3
+    if unbatched:
+        img, flow = img[None], flow[None]
+    if flow.ndim != 4 or flow.shape[-1] != 2 or flow.shape[:3] != img.shape[:3]:
+        raise ValueError(
+            f"backward_warp: flow must be (B, H, W, 2) matching img {img.shape}, got {flow.shape}")
+    b, h, w, _ = flow.shape
+    coords = coords_grid(b, h, w, dtype=jnp.result_type(flow.dtype, jnp.float32)) + flow
+    out = bilinear_sample(img, coords, padding=padding)
+    return out[0] if unbatched else out
+
+
+class InputPadder:
+    """Pads images so H and W are multiples of ``multiple``; ``unpad`` is the exact inverse.
+
+    ``mode="sintel"`` splits the padding evenly (extra pixel bottom/right); ``mode="kitti"``
+    splits the width evenly and puts all vertical padding at the bottom (as RAFT). ``fill`` is
+    ``"replicate"`` (RAFT) or ``"zeros"`` (DIP). Arrays are (B, H, W, ...) when 4-D, (H, W, C) when
+    3-D, (H, W) when 2-D; numpy stays numpy, jax stays jax.
+    """
+
+    def __init__(self, shape_hw: Sequence[int], multiple: int = 8, mode: str = "sintel",
+                 fill: str = "replicate"):
+        if len(shape_hw) != 2:
+            raise ValueError(f"InputPadder: shape_hw must be (H, W), got {tuple(shape_hw)}")
+        if mode not in ("sintel", "kitti"):
+            raise ValueError(f"InputPadder: mode must be 'sintel' or 'kitti', got {mode!r}")
+        if fill not in ("replicate", "zeros"):
+            raise ValueError(f"InputPadder: fill must be 'replicate' or 'zeros', got {fill!r}")
+        if multiple < 1:
+            raise ValueError(f"InputPadder: multiple must be >= 1, got {multiple}")
+        self.h, self.w = int(shape_hw[0]), int(shape_hw[1])
+        self.multiple, self.mode, self.fill = multiple, mode, fill
+        pad_h = (((self.h // multiple) + 1) * multiple - self.h) % multiple
+        pad_w = (((self.w // multiple) + 1) * multiple - self.w) % multiple
+        left, right = pad_w // 2, pad_w - pad_w // 2
+        if mode == "sintel":
+            top, bottom = pad_h // 2, pad_h - pad_h // 2
+        else:
+            top, bottom = 0, pad_h
+        self.top, self.bottom, self.left, self.right = top, bottom, left, right
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        return self.h + self.top + self.bottom, self.w + self.left + self.right
+
+    def _hw_axes(self, array: Array, expect_hw: tuple[int, int], what: str) -> int:
+        """Index of the H axis (W follows); checks the spatial size."""
+        if array.ndim == 4:
+            ax = 1
+        elif array.ndim in (2, 3):
+            ax = 0
+        else:
+            raise ValueError(
+                f"InputPadder.{what}: expected a 2-, 3- or 4-D array, got {array.shape}")
+        if tuple(array.shape[ax:ax + 2]) != expect_hw:
+            raise ValueError(
+                f"InputPadder.{what}: expected spatial size {expect_hw}, got array {array.shape}")
+        return ax
+
+    def pad(self, *arrays: Array) -> tuple:
+        """Pad each array; always returns a tuple (``x, = padder.pad(x)``)."""
+        out = []
+        for a in arrays:
+            ax = self._hw_axes(a, (self.h, self.w), "pad")
+            widths = [(0, 0)] * a.ndim
+            widths[ax] = (self.top, self.bottom)
+            widths[ax + 1] = (self.left, self.right)
+            xp = np if isinstance(a, np.ndarray) else jnp
+            mode = "edge" if self.fill == "replicate" else "constant"
+            out.append(xp.pad(a, widths, mode=mode))
+        return tuple(out)
+
+    def unpad(self, array: Array) -> Array:
+        """Crop a padded array back to (H, W)."""
+        ax = self._hw_axes(array, self.padded_hw, "unpad")
+        sl = [slice(None)] * array.ndim
+        sl[ax] = slice(self.top, self.top + self.h)
+        sl[ax + 1] = slice(self.left, self.left + self.w)
+        return array[tuple(sl)]
+
+
+def convex_upsample(flow: Array, mask: Array, rate: int = 8) -> jax.Array:
+    """RAFT convex upsampling: (B, H, W, 2) + mask (B, H, W, 9*rate^2) -> (B, rH, rW, 2).
+
+    Mask channel ``k*rate^2 + a*rate + b`` weighs 3x3 neighbour ``k`` (row-major, zero padded)
+    for output pixel ``(rate*y + a, rate*x + b)``; softmax over the 9 neighbours; flow * rate.
+    Computed in float32 at least (a bf16 mask from mixed precision is upcast first).
+    """
+    flow = jnp.asarray(flow)
+    mask = jnp.asarray(mask)
+    b, h, w, _ = flow.shape
+    if mask.shape != (b, h, w, 9 * rate * rate):
+        raise ValueError(f"convex_upsample: mask must be {(b, h, w, 9 * rate * rate)}, "
+                         f"got {mask.shape}")
+    dtype = jnp.result_type(mask.dtype, flow.dtype, jnp.float32)
+    weights = jax.nn.softmax(mask.astype(dtype).reshape(b, h, w, 9, rate, rate), axis=3)
+    padded = jnp.pad(rate * flow.astype(dtype), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    neigh = jnp.stack([padded[:, ky:ky + h, kx:kx + w] for ky in range(3) for kx in range(3)],
+                      axis=3)  # (B, H, W, 9, 2)
+    up = jnp.einsum("bhwkij,bhwkc->bhiwjc", weights, neigh, precision=_HIGHEST)
+    return up.reshape(b, rate * h, rate * w, 2)
+
+
+def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation matrix, align_corners=True."""
+    pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = pos - lo
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m
+
+
+def upflow(flow: Array, rate: int = 8) -> jax.Array:
+    """Bilinear (align_corners=True) resize of (B, H, W, 2) flow by ``rate``, times ``rate``."""
+    flow = jnp.asarray(flow)
+    _, h, w, _ = flow.shape
+    dtype = flow.dtype if jnp.issubdtype(flow.dtype, jnp.floating) else jnp.float32
+    mh = jnp.asarray(_interp_matrix(h, rate * h), dtype)
+    mw = jnp.asarray(_interp_matrix(w, rate * w), dtype)
+    return rate * jnp.einsum("Yh,bhwc,Xw->bYXc", mh, flow.astype(dtype), mw, precision=_HIGHEST)
+
+
+def forward_interpolate(flow: Array) -> np.ndarray:
+    """RAFT warm start: splat each pixel to ``x + flow(x)``, fill the grid by nearest neighbour.
+
+    Targets strictly inside (0, W) x (0, H) are kept (scipy ``griddata(method='nearest')``
+    semantics); with no valid target the result is zeros. (H, W, 2) or (B, H, W, 2), numpy out.
+    """
+    flow = np.asarray(flow)
+    if flow.ndim == 4:
+        return np.stack([forward_interpolate(f) for f in flow])
+    if flow.ndim != 3 or flow.shape[-1] != 2:
+        raise ValueError(f"forward_interpolate: flow must be (H, W, 2) or (B, H, W, 2), "
+                         f"got {flow.shape}")
+    out_dtype = flow.dtype if np.issubdtype(flow.dtype, np.floating) else np.float32
+    h, w, _ = flow.shape
+    y0, x0 = np.mgrid[0:h, 0:w]
+    dx = flow[..., 0].astype(np.float64).ravel()
+    dy = flow[..., 1].astype(np.float64).ravel()
+    x1 = x0.ravel() + dx
+    y1 = y0.ravel() + dy
+    valid = (x1 > 0) & (x1 < w) & (y1 > 0) & (y1 < h)
+    if not valid.any():
+        return np.zeros_like(flow, dtype=out_dtype)
+    tree = cKDTree(np.stack([x1[valid], y1[valid]], axis=1))
+    _, nearest = tree.query(np.stack([x0.ravel(), y0.ravel()], axis=1).astype(np.float64))
+    out = np.stack([dx[valid][nearest], dy[valid][nearest]], axis=-1)
+    return out.reshape(h, w, 2).astype(out_dtype)
