@@ -1,0 +1,14 @@
+"""Networks: RAFT, RAFT-small, GMA, DEQ-RAFT and DEQ-GMA (Flax linen). No optimiser, data or files.
+
+``build_model(config.model, config.deq)`` returns a module called as
+``model.apply(variables, image1, image2, *, train=False, iters=None, flow_init=None,
+state_init=None)``; see :mod:`jflow.models.raft` and :mod:`jflow.models.deq_raft` for the outputs
+and :mod:`jflow.models.registry` for the PyTorch -> Flax parameter naming.
+"""
+from jflow.models.deq_raft import DEQ_SIZES, DEQRAFT
+from jflow.models.raft import RAFT
+from jflow.models.registry import (MODEL_NAMES, build_model, count_params, init_variables,
+                                   random_variables, variable_shapes)
+
+__all__ = ["DEQ_SIZES", "DEQRAFT", "MODEL_NAMES", "RAFT", "build_model", "count_params",
+           "init_variables", "random_variables", "variable_shapes"]

@@ -1,0 +1,149 @@
+"""DEQ-RAFT and DEQ-GMA (Bai et al., CVPR 2022; deq-flow v2 layout): the flow as a fixed point.
+
+The update operator ``f(params, z, x)`` maps the state ``z = {"h": (B, h, w, hdim), "coords1":
+(B, h, w, 2)}`` to ``(h', coords1 + delta)`` with ``(h', delta) = update_block(h, inp,
+corr(coords1), coords1 - coords0[, attn])``; ``coords1`` is detached inside ``f`` unless
+``all_grad``. ``x`` carries ``inp = relu(cnet)``, the correlation state, ``coords0`` and (GMA) the
+attention. ``jflow.deq.deq_fixed_point`` solves it with every option from ``deq`` (a
+``DEQConfig``); ``h0 = 0``. The mask head (``mask_0``/``mask_2``, top level as in v2) is applied
+to each returned ``h``: ``flow = convex_upsample(coords1 - coords0, 0.25 * mask(h))``.
+
+Returns ``flow``, ``flow_low``, ``state = {"h", "flow"}`` (the fixed point, for reuse on the next
+frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predictions``
+(n_states, B, H, W, 2). At evaluation the solver runs ``iters`` (else ``eval_iters``, else
+``deq.f_max_steps``) steps.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jflow import geometry
+from jflow.deq import DEQConfig, deq_fixed_point
+from jflow.models.attention import Attention
+from jflow.models.corr import build_corr, lookup
+from jflow.models.encoders import Encoder, normalize_image
+from jflow.models.raft import check_images, check_low_res, features
+from jflow.models.update import UpdateBlock, mask_head
+
+Array = Any
+
+# size -> (fnet channels, hidden = context channels, motion dims (c1, c2, f1, f2, cat_dim)),
+# deq-flow v2 ``--tiny`` / default / ``--large`` / ``--huge`` / ``--gigantic``.
+DEQ_SIZES = {
+    "T": (64, 32, (64, 48, 32, 16, 32)),
+    "B": (256, 128, (256, 192, 128, 64, 128)),
+    "L": (256, 192, (384, 288, 192, 96, 192)),
+    "H": (256, 256, (512, 384, 256, 128, 256)),
+    "G": (256, 384, (640, 480, 320, 160, 320)),
+}
+
+
+class DEQRAFT(nn.Module):
+    """DEQ-RAFT (``gma=False``) or DEQ-GMA (``gma=True``) of a given ``size``.
+
+    Attributes:
+      size: "T", "B", "L", "H" or "G" (gigantic); see ``DEQ_SIZES``.
+      old_version: v1 flow head (``min(256, 2 * cat_dim)`` hidden channels; v1 H checkpoints).
+      deq: solver, gradient and correction options.
+      eval_iters: solver steps at evaluation (None: ``deq.f_max_steps``).
+      all_grad: keep the gradient through ``coords1`` inside ``f`` (v2 Things stage).
+      corr, corr_levels, corr_radius, wnorm, mixed_precision, freeze_bn: as in ``RAFT``.
+    """
+
+    size: str = "B"
+    gma: bool = False
+    old_version: bool = False
+    deq: DEQConfig = DEQConfig()
+    eval_iters: int | None = None
+    all_grad: bool = False
+    corr: str = "all_pairs"
+    corr_levels: int = 4
+    corr_radius: int = 4
+    wnorm: bool = True
+    mixed_precision: bool = False
+    freeze_bn: bool = False
+
+    def _dims(self):
+        if self.size not in DEQ_SIZES:
+            raise ValueError(f"DEQRAFT.size must be one of {sorted(DEQ_SIZES)}, got {self.size!r}")
+        return DEQ_SIZES[self.size]
+
+    def _update_block(self, **kw) -> UpdateBlock:
+        _, hdim, motion = self._dims()
+        cat = motion[-1]
+        return UpdateBlock(
+            hidden_dim=hdim, motion_dims=motion,
+            flow_head_dim=min(256, 2 * cat) if self.old_version else 2 * cat,
+            gma=self.gma, gma_name="gma", mask=False, wnorm=self.wnorm,
+            dtype=jnp.bfloat16 if self.mixed_precision else None, **kw)
+
+    def _step(self, params: Any, z: dict, x: dict) -> dict:
+        """The pure update operator handed to ``deq_fixed_point``."""
+        c = z["coords1"] if self.all_grad else jax.lax.stop_gradient(z["coords1"])
+        corr = lookup(x["corr"], c, self.corr_radius)
+        block = self._update_block(parent=None)
+        h, delta, _ = block.apply({"params": params}, z["h"], x["inp"], corr, c - x["coords0"],
+                                  x.get("attn"))
+        return {"h": h.astype(z["h"].dtype), "coords1": (c + delta).astype(z["coords1"].dtype)}
+
+    @nn.compact
+    def __call__(self, image1: Array, image2: Array, *, train: bool = False,
+                 iters: int | None = None, flow_init: Array | None = None,
+                 state_init: dict | None = None) -> dict:
+        name = f"DEQ-{'GMA' if self.gma else 'RAFT'}-{self.size}"
+        check_images(image1, image2, name)
+        odim, hdim, _ = self._dims()
+        dtype = jnp.bfloat16 if self.mixed_precision else None
+
+        im1, im2 = normalize_image(image1), normalize_image(image2)
+        fmap1, fmap2 = features(Encoder(odim, "instance", dtype=dtype, name="fnet"), im1, im2,
+                                train)
+        corr_state = build_corr(fmap1, fmap2, kind=self.corr, num_levels=self.corr_levels)
+        inp = nn.relu(Encoder(hdim, "batch", freeze_bn=self.freeze_bn, dtype=dtype,
+                              name="cnet")(im1, train))
+        b, h, w = fmap1.shape[:3]
+        coords0 = geometry.coords_grid(b, h, w)
+        x = {"inp": inp, "corr": corr_state, "coords0": coords0}
+        if self.gma:
+            x["attn"] = Attention(hdim, 1, pos_emb=False, dtype=dtype, name="attn")(inp)
+
+        z0 = {"h": jnp.zeros((b, h, w, hdim), jnp.float32), "coords1": coords0}
+        if state_init is not None:
+            if not isinstance(state_init, dict) or set(state_init) != {"h", "flow"}:
+                raise ValueError(f"{name}: state_init must be a previous output['state'] dict "
+                                 f"with keys 'h' and 'flow', got {type(state_init).__name__}")
+            check_low_res("state_init['h']", state_init["h"], (b, h, w, hdim), name)
+            check_low_res("state_init['flow']", state_init["flow"], (b, h, w, 2), name)
+            z0 = {"h": jnp.asarray(state_init["h"], jnp.float32),
+                  "coords1": coords0 + state_init["flow"]}
+        check_low_res("flow_init", flow_init, (b, h, w, 2), name)
+        if flow_init is not None:
+            z0["coords1"] = z0["coords1"] + flow_init
+
+        block = self._update_block(name="update_block")
+        if self.is_initializing():
+            corr0 = lookup(corr_state, coords0, self.corr_radius)
+            block(z0["h"], inp, corr0, coords0 - coords0, x.get("attn"))
+        params = self.variables["params"]["update_block"]
+
+        steps = iters if iters is not None else (None if train else self.eval_iters)
+        states, stats = deq_fixed_point(self._step, params, x, z0, self.deq, train=train,
+                                        max_steps=steps)
+
+        mask = mask_head(dtype=dtype)
+
+        def decode(z):
+            flow_low = z["coords1"] - coords0
+            return flow_low, geometry.convex_upsample(flow_low, mask(z["h"]), 8)
+
+        decoded = [decode(z) for z in states]
+        flow_low, flow = decoded[-1]
+        out = {"flow": flow, "flow_low": flow_low, "stats": stats,
+               "state": {"h": states[-1]["h"], "flow": flow_low}}
+        if train:
+            out["predictions"] = jnp.stack([f for _, f in decoded])
+        return out

@@ -1,0 +1,103 @@
+"""RAFT's feature/context encoders (stride 8): the basic (residual) and small (bottleneck) ones.
+
+Submodule names follow the PyTorch attributes: ``conv1``, ``norm1``, ``layer{1,2,3}_{0,1}``
+(``nn.Sequential`` index joined with ``_``), ``conv2``; inside blocks ``conv*``, ``norm*`` and
+``downsample_0`` (the strided 1x1 shortcut conv). PyTorch's ``downsample.1`` is the same module as
+``norm3`` (``norm4`` in bottleneck blocks) and has no separate Flax entry.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jflow.models.layers import Conv2d, make_norm
+
+Array = Any
+
+
+class ResidualBlock(nn.Module):
+    """``relu(shortcut(x) + relu(n2(conv2(relu(n1(conv1(x)))))))`` with 3x3 convs."""
+
+    planes: int
+    norm_fn: str
+    stride: int = 1
+    freeze_bn: bool = False
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        def norm(name):
+            return make_norm(self.norm_fn, name, self.planes, train=train, freeze_bn=self.freeze_bn)
+
+        conv = dict(init_mode="kaiming", dtype=self.dtype)
+        y = Conv2d(self.planes, 3, self.stride, 1, name="conv1", **conv)(x)
+        y = nn.relu(norm("norm1")(y))
+        y = Conv2d(self.planes, 3, 1, 1, name="conv2", **conv)(y)
+        y = nn.relu(norm("norm2")(y))
+        if self.stride != 1:
+            x = Conv2d(self.planes, 1, self.stride, 0, name="downsample_0", **conv)(x)
+            x = norm("norm3")(x)
+        return nn.relu(x + y)
+
+
+class BottleneckBlock(nn.Module):
+    """RAFT-small's block: 1x1 (planes/4), 3x3 (stride), 1x1 (planes), each normed + ReLU."""
+
+    planes: int
+    norm_fn: str
+    stride: int = 1
+    freeze_bn: bool = False
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        def norm(name, ch):
+            return make_norm(self.norm_fn, name, ch, train=train, freeze_bn=self.freeze_bn,
+                             num_groups=self.planes // 8)
+
+        conv = dict(init_mode="kaiming", dtype=self.dtype)
+        q = self.planes // 4
+        y = nn.relu(norm("norm1", q)(Conv2d(q, 1, 1, 0, name="conv1", **conv)(x)))
+        y = nn.relu(norm("norm2", q)(Conv2d(q, 3, self.stride, 1, name="conv2", **conv)(y)))
+        y = nn.relu(norm("norm3", self.planes)(
+            Conv2d(self.planes, 1, 1, 0, name="conv3", **conv)(y)))
+        if self.stride != 1:
+            x = Conv2d(self.planes, 1, self.stride, 0, name="downsample_0", **conv)(x)
+            x = norm("norm4", self.planes)(x)
+        return nn.relu(x + y)
+
+
+class Encoder(nn.Module):
+    """RAFT ``BasicEncoder`` (widths 64/96/128) or ``SmallEncoder`` (``small``: 32/64/96).
+
+    Input (B, H, W, 3) normalised to [-1, 1]; output (B, H/8, W/8, ``output_dim``).
+    """
+
+    output_dim: int
+    norm_fn: str = "batch"
+    small: bool = False
+    freeze_bn: bool = False
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        widths = (32, 64, 96) if self.small else (64, 96, 128)
+        block = BottleneckBlock if self.small else ResidualBlock
+        stem = widths[0]
+        x = Conv2d(stem, 7, 2, 3, init_mode="kaiming", dtype=self.dtype, name="conv1")(x)
+        x = make_norm(self.norm_fn, "norm1", stem, train=train, freeze_bn=self.freeze_bn,
+                      num_groups=8)(x)
+        x = nn.relu(x)
+        for i, (width, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
+            for j, s in enumerate((stride, 1)):
+                x = block(width, self.norm_fn, s, self.freeze_bn, self.dtype,
+                          name=f"layer{i}_{j}")(x, train)
+        return Conv2d(self.output_dim, 1, 1, 0, init_mode="kaiming", dtype=self.dtype,
+                      name="conv2")(x)
+
+
+def normalize_image(image: Array) -> Array:
+    """RGB 0..255 -> ``2 * (x / 255) - 1`` in float32, as every RAFT-family model does first."""
+    return 2.0 * (jnp.asarray(image, jnp.float32) / 255.0) - 1.0
