@@ -1,0 +1,79 @@
+"""``deq_fixed_point``: the one call a model makes to solve its equilibrium and train through it."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+
+from jflow.deq import stats as stats_lib
+from jflow.deq.adjoint import BackwardSolve, implicit_step, phantom_steps
+from jflow.deq.config import DEQConfig
+from jflow.deq.correction import indexing_positions, segment_lengths
+from jflow.deq.solve import solve
+from jflow.deq.solvers import get_solver
+
+PyTree = Any
+
+
+def deq_fixed_point(
+    f: Callable[[PyTree, PyTree, PyTree], PyTree],
+    params: PyTree,
+    x: PyTree,
+    z0: PyTree,
+    cfg: DEQConfig,
+    *,
+    train: bool,
+    max_steps: int | None = None,
+) -> tuple[list[PyTree], dict]:
+    """Solves ``z = f(params, z, x)`` from ``z0``; returns ``(states, stats)``.
+
+    ``f`` maps a pytree ``z`` (every leaf with leading batch axis B) to the same structure; it
+    may close over arrays (they get gradients under ``grad="ift"`` too). ``train=False``: one
+    forward solve of ``max_steps`` (default ``cfg.f_max_steps``) steps, ``states = [z*]`` per
+    ``cfg.return_rule``, no gradient. ``train=True``: ``cfg.n_states`` states to supervise per
+    ``cfg.core`` (see ``jflow.deq.correction``), the last one being the fixed point, with
+    gradients per ``cfg.grad``. ``stats``: see ``jflow.deq.stats`` (sliced segments merged).
+    """
+    total = int(max_steps or cfg.f_max_steps)
+    solver = get_solver(cfg.solver, **dict(cfg.solver_kwargs))
+    sg = jax.lax.stop_gradient
+    p_ng, x_ng = sg(params), sg(x)
+    unrolled = train and cfg.grad == "unrolled"
+
+    def run(z_init, steps, capture=()):
+        if unrolled:
+            fz = lambda z: f(params, z, x)  # noqa: E731
+        else:
+            fz, z_init = (lambda z: f(p_ng, z, x_ng)), sg(z_init)
+        return solve(fz, z_init, solver, steps, cfg.f_tol, cfg.f_stop_mode,
+                     return_rule=cfg.return_rule, capture_steps=capture,
+                     unroll=cfg.unroll_impl if unrolled else False)
+
+    if not train:
+        z, st = run(z0, total)
+        return [z], st
+
+    backward = BackwardSolve(cfg.b_solver, cfg.b_solver_kwargs, cfg.b_max_steps, cfg.b_tol,
+                             cfg.b_stop_mode)
+
+    def grad_steps(z, last):
+        if cfg.grad == "unrolled":
+            return z
+        if cfg.grad == "ift" and last:
+            return implicit_step(f, params, x, z, backward)
+        return phantom_steps(f, params, x, z, cfg.phantom_steps, cfg.tau)
+
+    n = cfg.n_states
+    if cfg.core == "sliced":
+        states, seg_stats, z = [], [], z0
+        for i, steps in enumerate(segment_lengths(total, n)):
+            z_star, st = run(z, steps)
+            z = grad_steps(z_star, last=i == n - 1)
+            states.append(z)
+            seg_stats.append(st)
+        return states, stats_lib.merge(seg_stats)
+    positions = indexing_positions(total, n)
+    z_star, st = run(z0, total, capture=positions[:-1])
+    captured = list(st.pop("states", ()))
+    states = [grad_steps(s, last=False) for s in captured] + [grad_steps(z_star, last=True)]
+    return states, st

@@ -1,0 +1,117 @@
+"""``DEQConfig``: every option of a deep-equilibrium layer, frozen and hashable.
+
+Defaults follow deq-flow v2's argument defaults: Anderson (m=6, lambda=1e-4, beta=1) forward and
+backward solvers, 40 steps, tolerance 1e-3 on the absolute residual, 1-step phantom gradient
+(tau=1), sliced core with one correction term. The v2 training scripts use ``solver="naive"``;
+converted checkpoints reproduce published numbers with ``solver="naive",
+return_rule="official_naive"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+GRADS = ("ift", "phantom", "unrolled")
+CORES = ("sliced", "indexing")
+
+
+def _freeze_kwargs(value: Any, name: str) -> tuple:
+    if value is None:
+        return ()
+    if hasattr(value, "to_dict"):  # ml_collections.ConfigDict
+        value = value.to_dict()
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        out = tuple(sorted((str(k), v) for k, v in items))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"DEQConfig.{name}: expected a mapping or (key, value) pairs, got {value!r}") from e
+    for k, v in out:
+        try:
+            hash(v)
+        except TypeError as e:
+            raise ValueError(f"DEQConfig.{name}: value of {k!r} must be hashable, got {v!r}") from e
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DEQConfig:
+    """Options of ``deq_fixed_point``; ``*_solver_kwargs`` accept a dict (stored as sorted pairs).
+
+    solver / solver_kwargs / f_max_steps / f_tol / f_stop_mode / return_rule: the forward solve
+        (see ``jflow.deq.solve`` for return rules and ``jflow.deq.solvers`` for the kwargs).
+    grad: "phantom" (k steps ``z <- (1-tau) z + tau f(z)`` from the stopped fixed point),
+        "ift" (implicit gradient for the last correction term, phantom for the others) or
+        "unrolled" (backprop through every solver step; memory grows with the steps).
+    phantom_steps, tau: k and tau of the phantom steps.
+    b_solver / b_solver_kwargs / b_max_steps / b_tol / b_stop_mode: the IFT backward solve.
+    unroll_impl: "scan" or "python", how ``grad="unrolled"`` unrolls (see ``jflow.deq.solve``).
+    core, n_states: fixed-point correction ("sliced" or "indexing", see ``jflow.deq.correction``)
+        and the number of supervised states.
+    """
+
+    solver: str = "anderson"
+    solver_kwargs: tuple = ()
+    f_max_steps: int = 40
+    f_tol: float = 1e-3
+    f_stop_mode: str = "abs"
+    return_rule: str = "lowest"
+    grad: str = "phantom"
+    unroll_impl: str = "scan"
+    phantom_steps: int = 1
+    tau: float = 1.0
+    b_solver: str = "anderson"
+    b_solver_kwargs: tuple = ()
+    b_max_steps: int = 40
+    b_tol: float = 1e-3
+    b_stop_mode: str = "abs"
+    core: str = "sliced"
+    n_states: int = 1
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("solver_kwargs", _freeze_kwargs(self.solver_kwargs, "solver_kwargs"))
+        set_("b_solver_kwargs", _freeze_kwargs(self.b_solver_kwargs, "b_solver_kwargs"))
+        from jflow.deq.solve import RETURN_RULES, STOP_MODES
+
+        checks = [
+            ("grad", self.grad in GRADS, GRADS),
+            ("core", self.core in CORES, CORES),
+            ("unroll_impl", self.unroll_impl in ("scan", "python"), ("scan", "python")),
+            ("f_stop_mode", self.f_stop_mode in STOP_MODES, STOP_MODES),
+            ("b_stop_mode", self.b_stop_mode in STOP_MODES, STOP_MODES),
+            ("return_rule", self.return_rule in RETURN_RULES, RETURN_RULES),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"DEQConfig.{name}: {getattr(self, name)!r} not in {allowed}")
+        for name in ("f_max_steps", "b_max_steps", "n_states"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"DEQConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.phantom_steps < 0:
+            raise ValueError(f"DEQConfig.phantom_steps: must be >= 0, got {self.phantom_steps}")
+        if self.n_states > self.f_max_steps:
+            raise ValueError(
+                f"DEQConfig.n_states: {self.n_states} correction terms need at least as many "
+                f"solver steps, f_max_steps is {self.f_max_steps}"
+            )
+
+    def replace(self, **changes: Any) -> "DEQConfig":
+        """A copy with ``changes`` (e.g. ``cfg.replace(f_max_steps=60)`` for evaluation)."""
+        return dataclasses.replace(self, **changes)
+
+
+def from_config(config: Any) -> DEQConfig:
+    """Builds a ``DEQConfig`` from a dict / ``ml_collections.ConfigDict`` (``config.deq``).
+
+    Missing keys keep their defaults; unknown keys raise ValueError naming them.
+    """
+    if config is None:
+        return DEQConfig()
+    if isinstance(config, DEQConfig):
+        return config
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    known = {f.name for f in dataclasses.fields(DEQConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"jflow.deq.from_config: unknown keys {unknown}; known: {sorted(known)}")
+    return DEQConfig(**d)

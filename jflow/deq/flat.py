@@ -1,0 +1,72 @@
+"""Per-sample flattening: a pytree whose leaves share a leading batch axis <-> a (B, D) matrix.
+
+Solvers work on (B, D) so that per-sample norms, masks and histories are plain array ops.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+
+
+def batch_size(tree: PyTree) -> int:
+    """The common leading axis of every leaf; raises ValueError if the leaves disagree."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        raise ValueError("jflow.deq: the state pytree has no leaves")
+    sizes = {int(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else -1 for leaf in leaves}
+    if len(sizes) != 1 or -1 in sizes:
+        shapes = [jnp.shape(leaf) for leaf in leaves]
+        raise ValueError(
+            f"jflow.deq: every state leaf needs the same leading batch axis, got shapes {shapes}"
+        )
+    return sizes.pop()
+
+
+def flatten_batched(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
+    """Returns ``(z, unflatten)`` with ``z`` of shape (B, D) in the leaves' promoted dtype.
+
+    ``unflatten`` maps any (B, D) array back to the pytree, casting each leaf to its dtype.
+    """
+    b = batch_size(tree)
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    shapes = [jnp.shape(leaf)[1:] for leaf in leaves]
+    dtypes = [jnp.result_type(leaf) for leaf in leaves]
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    dtype = jnp.result_type(*dtypes)
+    flat = jnp.concatenate([jnp.reshape(leaf, (b, -1)).astype(dtype) for leaf in leaves], axis=1)
+    splits = np.cumsum(sizes)[:-1].tolist()
+
+    def unflatten(z: jax.Array) -> PyTree:
+        parts = jnp.split(z, splits, axis=1) if splits else [z]
+        out = [
+            jnp.reshape(p, (z.shape[0], *s)).astype(d) for p, s, d in zip(parts, shapes, dtypes)
+        ]
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return flat, unflatten
+
+
+def flat_map(f: Callable[[PyTree], PyTree], unflatten: Callable) -> Callable[[jax.Array], jax.Array]:
+    """Lifts a pytree -> pytree map to (B, D) -> (B, D) (same structure in and out)."""
+
+    def f_flat(z: jax.Array) -> jax.Array:
+        out = f(unflatten(z))
+        flat, _ = flatten_batched(out)
+        return flat.astype(z.dtype)
+
+    return f_flat
+
+
+def where_batch(mask: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    """Per-sample select: leaf ``new`` where ``mask`` (B,) is true, else ``old``."""
+
+    def sel(n, o):
+        m = jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(n) - 1))
+        return jnp.where(m, n, o)
+
+    return jax.tree_util.tree_map(sel, new, old)
