@@ -1,0 +1,174 @@
+"""Checkpoints: orbax save, restore and resume.
+
+Layout: ``<directory>/<step>/{params,batch_stats,opt_state,meta}``, one orbax ``CheckpointManager``
+step per directory (``<workdir>/checkpoints`` during training). ``batch_stats`` and ``opt_state``
+are optional (``jflow.convert`` writes no optimiser state; models without BatchNorm have no batch
+statistics); ``meta`` is JSON (step, config, model name, ...). A state with a NaN or inf is never
+written.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+ARRAY_ITEMS = ("params", "batch_stats", "opt_state")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be read or a state that must not be written."""
+
+
+def tree_is_finite(tree: PyTree) -> bool:
+    """True when every floating-point leaf of ``tree`` is finite (checked on the host)."""
+    leaves = [x for x in jax.tree.leaves(tree)
+              if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+    return all(bool(np.isfinite(_local_copy(x)).all()) for x in leaves)
+
+
+def _local_copy(x) -> np.ndarray:
+    """Host copy of a replicated leaf (its first local shard on multi-host arrays)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = x.addressable_data(0)
+    return np.asarray(jax.device_get(x), np.float32)
+
+
+def _nonempty(tree: PyTree) -> bool:
+    return tree is not None and len(jax.tree.leaves(tree)) > 0
+
+
+def _save_args(params, batch_stats, opt_state, meta) -> ocp.args.Composite:
+    items = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}
+    args = {k: ocp.args.StandardSave(v) for k, v in items.items() if _nonempty(v)}
+    args["meta"] = ocp.args.JsonSave(dict(meta or {}))
+    return ocp.args.Composite(**args)
+
+
+class Checkpointer:
+    """Periodic saves into ``directory`` (keep the last ``max_to_keep``) and resume."""
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
+                 save_interval_steps: int = 1, async_save: bool = True):
+        self.directory = os.path.abspath(os.fspath(directory))
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, save_interval_steps=save_interval_steps, create=True,
+            enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, params: PyTree, batch_stats: PyTree = None,
+             opt_state: PyTree = None, meta: Mapping[str, Any] | None = None, *,
+             force: bool = False) -> bool:
+        """Saves when ``step`` is due (or ``force``); refuses a state with NaN or inf."""
+        state = {"params": params, "batch_stats": batch_stats, "opt_state": opt_state}
+        if not tree_is_finite(state):
+            raise CheckpointError(f"refusing to save step {step} to {self.directory}: the state "
+                                  "contains NaN or inf")
+        meta = {"step": int(step), **dict(meta or {})}
+        return self._manager.save(int(step), args=_save_args(params, batch_stats, opt_state, meta),
+                                  force=force)
+
+    def restore(self, step: int | None = None, abstract: Mapping[str, PyTree] | None = None
+                ) -> dict[str, PyTree]:
+        """Restores ``step`` (default: latest) as a dict of the items present.
+
+        ``abstract`` maps item names to target trees (arrays or ``jax.ShapeDtypeStruct`` with
+        shardings) for an exact restore (optax states included); items without a target are
+        restored as saved.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        return _restore(self._manager, self.directory, step, abstract or {})
+
+    def restore_latest(self, abstract: Mapping[str, PyTree]) -> dict[str, PyTree] | None:
+        """The latest checkpoint restored onto ``abstract``, or None when there is none."""
+        step = self.latest_step()
+        return None if step is None else self.restore(step, abstract)
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def _restore(manager: ocp.CheckpointManager, directory: str, step: int,
+             abstract: Mapping[str, PyTree], items: tuple[str, ...] = ARRAY_ITEMS
+             ) -> dict[str, PyTree]:
+    step_dir = os.path.join(directory, str(step))
+    if not os.path.isdir(step_dir):
+        raise CheckpointError(f"{step_dir}: no such checkpoint step")
+    present = [k for k in items if os.path.isdir(os.path.join(step_dir, k))]
+    if "params" not in present:
+        raise CheckpointError(f"{step_dir}: no 'params' item (found {sorted(os.listdir(step_dir))})")
+    args = {}
+    for k in present:
+        target = abstract.get(k)
+        if target is not None:
+            target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        args[k] = ocp.args.StandardRestore(target)
+    if os.path.isdir(os.path.join(step_dir, "meta")):
+        args["meta"] = ocp.args.JsonRestore()
+    out = dict(manager.restore(step, args=ocp.args.Composite(**args)))
+    out.setdefault("batch_stats", {})
+    out.setdefault("opt_state", None)
+    out.setdefault("meta", {})
+    return out
+
+
+def save_checkpoint(directory: str | os.PathLike, step: int, params: PyTree,
+                    batch_stats: PyTree = None, opt_state: PyTree = None,
+                    meta: Mapping[str, Any] | None = None) -> str:
+    """Writes one checkpoint ``<directory>/<step>`` synchronously and returns its path."""
+    ckpt = Checkpointer(directory, max_to_keep=None, async_save=False)
+    ckpt.save(step, params, batch_stats, opt_state, meta, force=True)
+    ckpt.wait()
+    ckpt.close()
+    return os.path.join(ckpt.directory, str(step))
+
+
+def _resolve(path: str | os.PathLike) -> tuple[str, int]:
+    """(checkpoints directory, step) for a workdir, a checkpoints directory or a step directory."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path {path} does not exist")
+    if os.path.isdir(os.path.join(path, "params")):
+        parent, name = os.path.split(path)
+        if name.isdigit():
+            return parent, int(name)
+        raise CheckpointError(f"{path}: step directories must be named by their step number")
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(path)
+                   if d.isdigit() and os.path.isdir(os.path.join(path, d, "params")))
+    if not steps:
+        raise CheckpointError(f"{path}: no checkpoint found (expected <step>/params from "
+                              "jflow training or jflow.convert)")
+    return path, steps[-1]
+
+
+def load_params(path: str | os.PathLike, step: int | None = None) -> dict[str, PyTree]:
+    """Loads ``{'params', 'batch_stats', 'meta'}`` for prediction or evaluation.
+
+    ``path`` may be a workdir, its ``checkpoints`` directory or one step directory; the latest
+    step is used unless ``step`` is given. Works with or without an optimiser state.
+    """
+    directory, latest = _resolve(path)
+    step = latest if step is None else step
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        out = _restore(manager, directory, step, {}, items=("params", "batch_stats"))
+    finally:
+        manager.close()
+    return {"params": out["params"], "batch_stats": out["batch_stats"], "meta": out["meta"]}

@@ -1,0 +1,90 @@
+"""End-to-end training on the smoke config: outputs, resume after a crash, NaN guard."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import configs_for_tests as cft
+from jflow import checkpoint, train
+
+
+def _config(**train_overrides):
+    c = cft.smoke_config()
+    for k, v in train_overrides.items():
+        setattr(c.train, k, v)
+    return c
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("full")
+    return train.train_and_evaluate(_config(), str(workdir))
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_run_writes_checkpoints_events_pictures(full_run):
+    s = full_run
+    assert s["step"] == 4
+    assert sorted(os.listdir(s["checkpoints"])) == ["2", "4"]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(s["tensorboard"]))
+    assert any(f.endswith(".png") for f in os.listdir(s["pictures"]))
+    with open(os.path.join(s["workdir"], "validation.json")) as f:
+        history = json.load(f)
+    assert [h["step"] for h in history] == [0, 4]
+    assert np.isfinite(history[-1]["synthetic"]["epe"])
+    meta = checkpoint.load_params(s["workdir"])["meta"]
+    assert meta["step"] == 4 and meta["config"]["model"]["name"] == "deq_raft"
+
+
+def test_training_changes_the_parameters(full_run):
+    at2 = _leaves(checkpoint.load_params(full_run["workdir"], step=2)["params"])
+    at4 = _leaves(full_run["state"].params)
+    assert len(at2) == len(at4)
+    assert any(not np.allclose(a, b) for a, b in zip(at2, at4))
+
+
+def test_resume_after_crash_matches_uninterrupted_run(full_run, tmp_path, capsys):
+    # Crash at step 3 (after the checkpoint of step 2), then restart in the same workdir.
+    with pytest.raises(train.NonFiniteLossError, match=r"step 3\b.*last checkpoint is step 2"):
+        train.train_and_evaluate(_config(debug_inject_nan_at_step=3), str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]  # no NaN state saved
+    capsys.readouterr()
+    resumed = train.train_and_evaluate(_config(), str(tmp_path))
+    assert "Resumed from step 2" in capsys.readouterr().out
+    assert resumed["step"] == 4
+    with open(tmp_path / "validation.json") as f:  # history kept across the restart
+        assert [h["step"] for h in json.load(f)] == [0, 4]
+    for a, b in zip(_leaves(resumed["state"].params), _leaves(full_run["state"].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    for a, b in zip(_leaves(resumed["state"].opt_state), _leaves(full_run["state"].opt_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_nan_at_first_step_names_step_and_saves_nothing(tmp_path):
+    with pytest.raises(train.NonFiniteLossError, match=r"loss is nan at step 0.*no checkpoint"):
+        train.train_and_evaluate(_config(debug_inject_nan_at_step=0), str(tmp_path))
+    assert os.listdir(tmp_path / "checkpoints") == []
+
+
+@pytest.mark.parametrize("freeze_bn", [False, True])
+def test_update_keeps_or_freezes_batch_statistics(freeze_bn):
+    """The update stores the new BatchNorm statistics, unless BN is frozen (after Chairs)."""
+    from jflow import sharding
+    c = _config()
+    c.model.freeze_bn = freeze_bn
+    model = cft.fake_model(c)
+    mesh = sharding.make_mesh(1)
+    state = train.create_train_state(model, c, mesh)
+    before = _leaves(state.batch_stats)
+    params_before = _leaves(state.params)
+    batch = sharding.global_batch(cft.batch(c, 2), mesh)
+    state, metrics = train.make_update_fn(model, c, mesh)(state, batch)
+    changed = [not np.allclose(a, b) for a, b in zip(before, _leaves(state.batch_stats))]
+    assert any(changed) != freeze_bn
+    assert any(not np.allclose(a, b) for a, b in zip(params_before, _leaves(state.params)))
+    assert np.isfinite(metrics["loss"]) and metrics["lr"] > 0
