@@ -7,8 +7,10 @@ import pytest
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from jflow.data import DatasetError, FlyingChairs, SyntheticFlow  # noqa: E402
-from jflow.data.tfds_builders import (JflowChairs, JflowSynthetic, SyntheticConfig,  # noqa: E402
+from jflow.data import (HD1K, DatasetError, FlyingChairs, FlyingThings3D, Kitti,  # noqa: E402
+                        MpiSintel, SyntheticFlow)
+from jflow.data.tfds_builders import (JflowChairs, JflowHd1k, JflowKitti,  # noqa: E402
+                                      JflowSintel, JflowSynthetic, JflowThings, SyntheticConfig,
                                       TfdsFlowSource)
 from tests import fixtures_data as fx  # noqa: E402
 
@@ -61,3 +63,58 @@ def test_builder_without_manual_dir_lists_layout(tmp_path):
     with pytest.raises(DatasetError, match="(?s)manual_dir.*Expected layout.*chairs_split"):
         builder.download_and_prepare()
     assert not os.path.exists(tmp_path / "jflow_chairs" / "1.0.0" / "dataset_info.json")
+
+
+def _build(builder_cls, manual: str, data_dir: str, config: str | None = None) -> dict:
+    """Build `builder_cls` from `manual` into `data_dir`; return its data sources per split."""
+    kw = {} if config is None else {"config": config}
+    builder = builder_cls(data_dir=data_dir, file_format="array_record", **kw)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    return builder.as_data_source()
+
+
+def _assert_split(source, reader) -> None:
+    got = TfdsFlowSource(source)
+    assert len(got) == len(reader) > 0
+    for i in range(len(reader)):
+        sample = got[i]
+        _assert_same(sample, reader[i])
+        assert sample["meta"]["index"] == i
+
+
+# (builder, manual folder under the fixture root, fixture writer, config, {split: reader})
+CASES = {
+    "things_clean": (JflowThings, "FlyingThings3D", fx.write_things, "clean",
+                     lambda r: {"train": FlyingThings3D(r, "clean", "train")}),
+    "things_final": (JflowThings, "FlyingThings3D", fx.write_things, "final",
+                     lambda r: {"train": FlyingThings3D(r, "final", "train")}),
+    "sintel_clean": (JflowSintel, "Sintel", fx.write_sintel, "clean",
+                     lambda r: {"train": MpiSintel(r, "clean", "train"),
+                                "test": MpiSintel(r, "clean", "test")}),
+    "sintel_final": (JflowSintel, "Sintel", fx.write_sintel, "final",
+                     lambda r: {"train": MpiSintel(r, "final", "train"),
+                                "test": MpiSintel(r, "final", "test")}),
+    "kitti": (JflowKitti, "KITTI", fx.write_kitti, None,
+              lambda r: {"train": Kitti(r, "train"), "test": Kitti(r, "test")}),
+    "hd1k": (JflowHd1k, "HD1K", fx.write_hd1k, None, lambda r: {"train": HD1K(r, "train")}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_manual_builder_round_trip(tmp_path, case):
+    builder_cls, folder, write, config, readers = CASES[case]
+    write(str(tmp_path / "raw"))
+    manual = str(tmp_path / "raw" / folder)
+    sources = _build(builder_cls, manual, str(tmp_path / "tfds"), config)
+    want = readers(manual)
+    assert set(sources) == set(want)
+    for split, reader in want.items():
+        _assert_split(sources[split], reader)
+    has_gt = {s: TfdsFlowSource(sources[s])[0]["meta"]["has_gt"] for s in want}
+    assert has_gt == {s: s == "train" for s in want}
+    name = f"{builder_cls.name}/{config}" if config else builder_cls.name
+    again = tfds.data_source(name, data_dir=str(tmp_path / "tfds"))
+    last = len(want["train"]) - 1
+    _assert_same(TfdsFlowSource(again["train"])[last], want["train"][last])
+    assert "tensorflow" not in sys.modules
