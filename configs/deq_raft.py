@@ -18,6 +18,8 @@ Published DEQ-Flow-H (v2 ``train_H.sh``: ``--huge --wnorm``, naive solver, 3 GPU
   H-1x: Sintel train clean/final 1.27/2.58, KITTI-15 train EPE 3.76, F1 12.95 %.
 Variants: sizes ``T`` (Tiny), ``B``, ``L``, ``H``, ``G``; ``:H`` alone gives the v2 H model with the
 Things solver settings (f_thres 40, eval 60); ``:smoke`` is a few steps on tiny images (tests).
+``:D`` is jflow's interpretation of the paper's size D (B widths, dilated duplicated GRU), no
+official code or published checkpoint.
 Evaluate: ``--config=configs/deq_raft.py:H --config.mode=eval --config.eval.checkpoint=DIR
 --config.eval.datasets='("sintel_clean","sintel_final","kitti")' --config.eval.root=/data``.
 """

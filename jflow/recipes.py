@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 
 STAGES = ("synthetic", "chairs", "things", "sintel", "kitti")
-DEQ_SIZES = ("T", "B", "L", "H", "G")
+DEQ_SIZES = ("T", "B", "L", "H", "G", "D")  # D: jflow's reading, no checkpoint
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +188,7 @@ def recurrent_config(name: str, arg: str | None, stages: dict[str, Stage],
 
 
 def deq_config(name: str, arg: str | None) -> ml_collections.ConfigDict:
-    """DEQ-RAFT / DEQ-GMA: ``arg`` = ``[T|B|L|H|G][,stage=...][,smoke]``.
+    """DEQ-RAFT / DEQ-GMA: ``arg`` = ``[T|B|L|H|G|D][,stage=...][,smoke]``.
 
     Model size H reproduces deq-flow v2 (``--huge --wnorm``, naive solver, f_thres 36/40, eval
     ``int(40 * 1.5) = 60`` iterations, the official naive return rule); without a size the

@@ -143,3 +143,43 @@ def test_coords_detached_inside_f_unless_all_grad(all_grad):
     g = jax.jit(jax.grad(out_coords))(grid + 0.5)
     assert (float(jnp.max(jnp.abs(g))) > 0) == all_grad
 
+
+
+def test_size_d_eval_contract(images):
+    model, v = model_and_vars(size="D")
+    a, b = images[0][:1], images[1][:1]
+    out = jax.jit(lambda v, a, b: model.apply(v, a, b, iters=2))(v, a, b)
+    assert out["flow"].shape == (1, H, W, 2) and out["flow_low"].shape == (1, 8, 8, 2)
+    assert out["state"]["h"].shape == (1, 8, 8, 128)  # B widths
+    np.testing.assert_array_equal(np.asarray(out["stats"]["nstep"]), [2])
+    assert bool(jnp.all(jnp.isfinite(out["flow"])))
+    assert float(jnp.max(jnp.abs(out["flow"]))) > 0
+
+
+def test_dilated_gru_is_one_step_with_summed_projections():
+    """ConvGRU('dilated') == a GRU step whose gates add 1x5, 5x1 and 3x3-dilation-4 convs."""
+    from jflow.models.update import ConvGRU
+    rng = np.random.default_rng(1)
+    h = jnp.asarray(rng.normal(size=(1, 11, 13, 4)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(1, 11, 13, 3)), jnp.float32)
+    gru = ConvGRU(4, "dilated")
+    p = gru.init(jax.random.PRNGKey(0), h, x)["params"]
+    shapes = {"1": ((0, 2), 1), "2": ((2, 0), 1), "3": ((4, 4), 4)}
+
+    def proj(gate, t):
+        total = 0.0
+        for s, ((ph, pw), d) in shapes.items():
+            w = p[f"{gate}{s}"]
+            total = total + jax.lax.conv_general_dilated(
+                t, w["kernel"], (1, 1), ((ph, ph), (pw, pw)), rhs_dilation=(d, d),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                precision=jax.lax.Precision.HIGHEST) + w["bias"]
+        return total
+
+    hx = jnp.concatenate([h, x], -1)
+    z, r = jax.nn.sigmoid(proj("convz", hx)), jax.nn.sigmoid(proj("convr", hx))
+    q = jnp.tanh(proj("convq", jnp.concatenate([r * h, x], -1)))
+    want = (1 - z) * h + z * q
+    np.testing.assert_allclose(np.asarray(gru.apply({"params": p}, h, x)), np.asarray(want),
+                               rtol=1e-4, atol=1e-5)
+    assert set(p) == {f"{g}{s}" for g in ("convz", "convr", "convq") for s in "123"}

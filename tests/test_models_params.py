@@ -71,6 +71,35 @@ def test_gma_and_deq_paths():
     assert d["update_block/flow_head/conv1/kernel_v"] == (3, 3, 128, 256)
 
 
+def conv_count(kh, kw, cin, cout, wnorm=True):
+    """kernel (+ weight-norm gain) + bias of one Conv2d."""
+    return kh * kw * cin * cout + cout + (cout if wnorm else 0)
+
+
+def test_size_d_count_is_b_with_two_dilated_grus():
+    # B: hidden 128, GRU input [h (128), inp (128), motion (128)] = 384 channels.
+    cin, hid = 128 + 128 + 128, 128
+    sep_gru = 3 * (conv_count(1, 5, cin, hid) + conv_count(5, 1, cin, hid))
+    dilated_gru = 3 * (conv_count(1, 5, cin, hid) + conv_count(5, 1, cin, hid)
+                       + conv_count(3, 3, cin, hid))
+    b_official = dict(((n, s), c) for n, s, e, c in COUNTS if not e)[("deq_raft", "B")]
+    assert count_params(shapes_of("deq_raft", "D")) == b_official - sep_gru + 2 * dilated_gru
+
+
+def test_size_d_paths():
+    p = paths(shapes_of("deq_raft", "D"))
+    for gru in ("gru", "gru2"):
+        for gate in ("convz", "convr", "convq"):
+            assert p[f"update_block/{gru}/{gate}1/kernel_v"] == (1, 5, 384, 128)
+            assert p[f"update_block/{gru}/{gate}2/kernel_v"] == (5, 1, 384, 128)
+            assert p[f"update_block/{gru}/{gate}3/kernel_v"] == (3, 3, 384, 128)
+            assert p[f"update_block/{gru}/{gate}3/kernel_g"] == (128,)
+            assert p[f"update_block/{gru}/{gate}3/bias"] == (128,)
+    assert not any(k.startswith("update_block/gru3") for k in p)
+    assert p["update_block/flow_head/conv1/kernel_v"] == (3, 3, 128, 256)  # B widths
+    assert p["cnet/conv2/kernel"][-1] == 128
+
+
 def test_small_model_paths():
     p = paths(shapes_of("raft_small"))
     assert p["fnet/layer1_0/conv3/kernel"] == (1, 1, 8, 32)
@@ -84,8 +113,6 @@ def test_registry_rejects_bad_configs():
         build_model({"name": "flownet"})
     with pytest.raises(ValueError, match="config.model.size"):
         build_model({"name": "deq_raft", "size": "XL"})
-    with pytest.raises(ValueError, match="'D'"):
-        build_model({"name": "deq_raft", "size": "D"})
     with pytest.raises(ValueError, match="config.model.corr"):
         build_model({"name": "raft", "corr": "sparse"})
     with pytest.raises(ValueError, match="unknown keys"):

@@ -15,7 +15,7 @@ frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predi
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -31,14 +31,28 @@ from jflow.models.update import UpdateBlock, mask_head
 
 Array = Any
 
-# size -> (fnet channels, hidden = context channels, motion dims (c1, c2, f1, f2, cat_dim)),
-# deq-flow v2 ``--tiny`` / default / ``--large`` / ``--huge`` / ``--gigantic``.
+
+class DEQSize(NamedTuple):
+    """fnet channels, hidden = context channels, motion dims (c1, c2, f1, f2, cat_dim), GRU."""
+
+    odim: int
+    hdim: int
+    motion: tuple[int, int, int, int, int]
+    gru_layout: str = "sep"  # a ``jflow.models.update.GRU_LAYOUTS`` key
+    num_grus: int = 1
+
+
+# deq-flow v2 ``--tiny`` / default / ``--large`` / ``--huge`` / ``--gigantic``, and the paper's
+# "D" (B widths; every ConvGRU projection = 1x5 + 5x1 + 3x3 dilation-4 convs summed, in one GRU
+# step; the GRU duplicated: ``gru`` then ``gru2``). D is jflow's interpretation of the paper's
+# sentence: no official code or checkpoint exists.
 DEQ_SIZES = {
-    "T": (64, 32, (64, 48, 32, 16, 32)),
-    "B": (256, 128, (256, 192, 128, 64, 128)),
-    "L": (256, 192, (384, 288, 192, 96, 192)),
-    "H": (256, 256, (512, 384, 256, 128, 256)),
-    "G": (256, 384, (640, 480, 320, 160, 320)),
+    "T": DEQSize(64, 32, (64, 48, 32, 16, 32)),
+    "B": DEQSize(256, 128, (256, 192, 128, 64, 128)),
+    "L": DEQSize(256, 192, (384, 288, 192, 96, 192)),
+    "H": DEQSize(256, 256, (512, 384, 256, 128, 256)),
+    "G": DEQSize(256, 384, (640, 480, 320, 160, 320)),
+    "D": DEQSize(256, 128, (256, 192, 128, 64, 128), gru_layout="dilated", num_grus=2),
 }
 
 
@@ -46,7 +60,8 @@ class DEQRAFT(nn.Module):
     """DEQ-RAFT (``gma=False``) or DEQ-GMA (``gma=True``) of a given ``size``.
 
     Attributes:
-      size: "T", "B", "L", "H" or "G" (gigantic); see ``DEQ_SIZES``.
+      size: "T", "B", "L", "H", "G" (gigantic) or "D" (dilated, duplicated GRU); see
+        ``DEQ_SIZES``.
       old_version: v1 flow head (``min(256, 2 * cat_dim)`` hidden channels; v1 H checkpoints).
       deq: solver, gradient and correction options.
       eval_iters: solver steps at evaluation (None: ``deq.f_max_steps``).
@@ -67,16 +82,17 @@ class DEQRAFT(nn.Module):
     mixed_precision: bool = False
     freeze_bn: bool = False
 
-    def _dims(self):
+    def _dims(self) -> DEQSize:
         if self.size not in DEQ_SIZES:
             raise ValueError(f"DEQRAFT.size must be one of {sorted(DEQ_SIZES)}, got {self.size!r}")
         return DEQ_SIZES[self.size]
 
     def _update_block(self, **kw) -> UpdateBlock:
-        _, hdim, motion = self._dims()
-        cat = motion[-1]
+        dims = self._dims()
+        cat = dims.motion[-1]
         return UpdateBlock(
-            hidden_dim=hdim, motion_dims=motion,
+            hidden_dim=dims.hdim, motion_dims=dims.motion, gru_layout=dims.gru_layout,
+            num_grus=dims.num_grus,
             flow_head_dim=min(256, 2 * cat) if self.old_version else 2 * cat,
             gma=self.gma, gma_name="gma", mask=False, wnorm=self.wnorm,
             dtype=jnp.bfloat16 if self.mixed_precision else None, **kw)
@@ -96,7 +112,7 @@ class DEQRAFT(nn.Module):
                  state_init: dict | None = None) -> dict:
         name = f"DEQ-{'GMA' if self.gma else 'RAFT'}-{self.size}"
         check_images(image1, image2, name)
-        odim, hdim, _ = self._dims()
+        odim, hdim = self._dims()[:2]
         dtype = jnp.bfloat16 if self.mixed_precision else None
 
         im1, im2 = normalize_image(image1), normalize_image(image2)

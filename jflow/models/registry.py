@@ -52,7 +52,7 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     """A Flax module from ``config.model`` (ConfigDict or dict) and, for DEQ models, ``config.deq``.
 
-    Keys: ``name`` (raft, raft_small, gma, deq_raft, deq_gma); ``size`` (DEQ: T, B, L, H, G or
+    Keys: ``name`` (raft, raft_small, gma, deq_raft, deq_gma); ``size`` (DEQ: T, B, L, H, G, D or
     tiny/base/large/huge/gigantic); ``iters``, ``eval_iters`` (DEQ: None -> ``int(eval_factor *
     deq.f_max_steps)``, ``eval_factor`` 1.5 as deq-flow); ``corr`` (all_pairs | on_the_fly),
     ``corr_levels``, ``corr_radius``; ``mixed_precision``; ``freeze_bn``; ``wnorm`` (DEQ, default
@@ -76,9 +76,6 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                     corr_radius=None if radius is None else int(radius), **common)
     size = str(_get(model_cfg, "size", "B"))
     size = SIZE_ALIASES.get(size.lower(), size)
-    if size == "D":
-        raise ValueError("config.model.size='D' (dilated, duplicated GRU) is not implemented: "
-                         "its exact layout is not in the released deq-flow code")
     if size not in DEQ_SIZES:
         raise ValueError(f"config.model.size must be one of {sorted(DEQ_SIZES)} (or "
                          f"{sorted(SIZE_ALIASES)}), got {size!r}")

@@ -1,9 +1,10 @@
 """The update operator shared by RAFT, GMA, DEQ-RAFT and DEQ-GMA.
 
 ``UpdateBlock(net, inp, corr, flow, attn) -> (net', delta_flow, mask)``: motion encoder, optional
-GMA aggregation, (separable) ConvGRU, flow head, and (RAFT/GMA only) the mask head. Submodules are
-named like PyTorch: ``encoder/convc1``..., ``gru/convz1``..., ``flow_head/conv1``,
-``mask_0``/``mask_2`` (torch ``mask.0``/``mask.2``), ``aggregator`` (GMA) or ``gma`` (DEQ-GMA).
+GMA aggregation, ConvGRU cell(s) (layouts in ``GRU_LAYOUTS``), flow head, and (RAFT/GMA only) the
+mask head. Submodules are named like PyTorch: ``encoder/convc1``..., ``gru/convz1``... (a second
+cell: ``gru2/...``), ``flow_head/conv1``, ``mask_0``/``mask_2`` (torch ``mask.0``/``mask.2``),
+``aggregator`` (GMA) or ``gma`` (DEQ-GMA).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class MotionEncoder(nn.Module):
         return jnp.concatenate([out, flow.astype(out.dtype)], axis=-1)
 
 
-def _gru_step(h: Array, x: Array, convs: Sequence[nn.Module]) -> Array:
+def _gru_step(h: Array, x: Array, convs: Sequence[Callable[[Array], Array]]) -> Array:
     convz, convr, convq = convs
     hx = jnp.concatenate([h.astype(x.dtype), x], axis=-1)
     z = nn.sigmoid(convz(hx))
@@ -53,33 +54,45 @@ def _gru_step(h: Array, x: Array, convs: Sequence[nn.Module]) -> Array:
     return (1 - z) * h + z * q
 
 
+def _summed(convs: Sequence[nn.Module]) -> Callable[[Array], Array]:
+    """Parallel convs over one input, outputs added (``0 + y`` is exact, dtype-preserving)."""
+    return lambda t: sum(conv(t) for conv in convs)
+
+
+# GRU layouts: a sequence of passes, each one GRU step. A pass's gate projections (convz, convr,
+# convq) are each the SUM of parallel convs over the same input, one per branch
+# ``(name suffix, kernel, padding, dilation)``; conv names are ``convz<suffix>`` etc.
+GRU_LAYOUTS = {
+    # RAFT-small's 3x3 ConvGRU: convz, convr, convq.
+    "conv": ((("", 3, 1, 1),),),
+    # RAFT / DEQ-Flow SepConvGRU: a 1x5 pass (convz1/convr1/convq1), then a 5x1 pass (*2).
+    "sep": ((("1", (1, 5), (0, 2), 1),), (("2", (5, 1), (2, 0), 1),)),
+    # DEQ-Flow size D (jflow's interpretation of the paper's one-line description; no official
+    # code): ONE pass whose projections are 1x5 (*1) + 5x1 (*2) + 3x3 dilation 4 (*3), each
+    # with its own bias.
+    "dilated": ((("1", (1, 5), (0, 2), 1), ("2", (5, 1), (2, 0), 1), ("3", 3, 4, 4)),),
+}
+
+
 class ConvGRU(nn.Module):
-    """3x3 ConvGRU (RAFT-small): ``convz``, ``convr``, ``convq``."""
+    """ConvGRU with a layout from ``GRU_LAYOUTS`` (``conv``, ``sep`` or ``dilated``)."""
 
     hidden_dim: int
+    layout: str = "sep"
     wnorm: bool = False
     dtype: Any = None
 
     @nn.compact
     def __call__(self, h: Array, x: Array) -> Array:
-        convs = [Conv2d(self.hidden_dim, 3, 1, 1, wnorm=self.wnorm, dtype=self.dtype, name=n)
-                 for n in ("convz", "convr", "convq")]
-        return _gru_step(h, x, convs)
-
-
-class SepConvGRU(nn.Module):
-    """Separable ConvGRU: a 1x5 pass (``convz1/convr1/convq1``) then a 5x1 pass (``*2``)."""
-
-    hidden_dim: int
-    wnorm: bool = False
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, h: Array, x: Array) -> Array:
-        for i, (k, p) in enumerate((((1, 5), (0, 2)), ((5, 1), (2, 0))), start=1):
-            convs = [Conv2d(self.hidden_dim, k, 1, p, wnorm=self.wnorm, dtype=self.dtype,
-                            name=f"{n}{i}") for n in ("convz", "convr", "convq")]
-            h = _gru_step(h, x, convs)
+        if self.layout not in GRU_LAYOUTS:
+            raise ValueError(f"ConvGRU.layout must be one of {sorted(GRU_LAYOUTS)}, got "
+                             f"{self.layout!r}")
+        for branches in GRU_LAYOUTS[self.layout]:
+            gates = [_summed([Conv2d(self.hidden_dim, k, 1, p, dilation=d, wnorm=self.wnorm,
+                                     dtype=self.dtype, name=f"{n}{suffix}")
+                              for suffix, k, p, d in branches])
+                     for n in ("convz", "convr", "convq")]
+            h = _gru_step(h, x, gates)
         return h
 
 
@@ -115,6 +128,9 @@ class UpdateBlock(nn.Module):
       hidden_dim: GRU state channels.
       motion_dims: (convc1, convc2, convf1, convf2, cat_dim) of the motion encoder.
       small: RAFT-small variant (no convc2, 3x3 ConvGRU).
+      gru_layout: a ``GRU_LAYOUTS`` key; None: ``conv`` if ``small`` else ``sep``.
+      num_grus: GRU cells applied in sequence (``gru``, ``gru2``, ...), each with its own weights,
+        each taking the previous cell's state and the same input (2 for DEQ-Flow size D).
       flow_head_dim: FlowHead hidden channels.
       gma: aggregate motion features with the attention (``attn`` argument).
       gma_name: ``aggregator`` (GMA) or ``gma`` (DEQ-GMA).
@@ -125,6 +141,8 @@ class UpdateBlock(nn.Module):
     hidden_dim: int = 128
     motion_dims: Sequence[int] = (256, 192, 128, 64, 128)
     small: bool = False
+    gru_layout: str | None = None
+    num_grus: int = 1
     flow_head_dim: int = 256
     gma: bool = False
     gma_name: str = "aggregator"
@@ -147,8 +165,10 @@ class UpdateBlock(nn.Module):
             x = jnp.concatenate([inp, motion, glob.astype(motion.dtype)], axis=-1)
         else:
             x = jnp.concatenate([inp, motion], axis=-1)
-        gru = ConvGRU if self.small else SepConvGRU
-        net = gru(self.hidden_dim, name="gru", **opts)(net, x)
+        layout = self.gru_layout or ("conv" if self.small else "sep")
+        for i in range(self.num_grus):
+            net = ConvGRU(self.hidden_dim, layout, name="gru" if i == 0 else f"gru{i + 1}",
+                          **opts)(net, x)
         delta = FlowHead(self.flow_head_dim, name="flow_head", **opts)(net)
         mask = mask_head(dtype=self.dtype)(net) if self.mask else None
         return net, delta.astype(jnp.float32), mask
