@@ -1,0 +1,137 @@
+"""A small line plot drawn with PIL (matplotlib is not a dependency), shared by the experiments."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+DASHES = [None, (8, 4), (2, 3), (10, 3, 2, 3)]
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+def _fmt(v: float) -> str:
+    if v != 0 and (abs(v) >= 1e4 or abs(v) < 1e-2):
+        return f"{v:.0e}"
+    return f"{v:g}"
+
+
+def _dashed(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], color, width: int,
+            dash: tuple[int, ...] | None) -> None:
+    if dash is None:
+        draw.line(pts, fill=color, width=width, joint="curve")
+        return
+    pattern, k, left, on = list(dash), 0, float(dash[0]), True
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        seg = math.hypot(x1 - x0, y1 - y0)
+        pos = 0.0
+        while pos < seg:
+            step = min(left, seg - pos)
+            a, b = pos / seg, (pos + step) / seg
+            if on:
+                draw.line([(x0 + a * (x1 - x0), y0 + a * (y1 - y0)),
+                           (x0 + b * (x1 - x0), y0 + b * (y1 - y0))], fill=color, width=width)
+            pos += step
+            left -= step
+            if left <= 1e-9:
+                k = (k + 1) % len(pattern)
+                left, on = float(pattern[k]), not on
+
+
+def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, ylabel: str,
+              logy: bool = False, size: tuple[int, int] = (900, 560)) -> None:
+    """Writes a PNG. ``series``: dicts with ``x``, ``y`` (sequences), ``label`` and optional
+    ``color`` (RGB), ``dash`` (on/off pixel pattern) and ``marker`` (bool, default True).
+    Non-finite points (and non-positive ones with ``logy``) are skipped."""
+    w, h = size
+    left, right, top, bottom = 90, 230, 50, 60
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font, small = _font(16), _font(13)
+
+    def ok(x, y):
+        return math.isfinite(x) and math.isfinite(y) and (y > 0 or not logy)
+
+    clean = []
+    for s in series:
+        pts = [(float(x), float(y)) for x, y in zip(s["x"], s["y"]) if ok(float(x), float(y))]
+        clean.append((s, pts))
+    xs = [p[0] for _, pts in clean for p in pts] or [0.0, 1.0]
+    ys = [p[1] for _, pts in clean for p in pts] or [1.0, 10.0]
+    tf = (lambda v: math.log10(v)) if logy else (lambda v: v)
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = tf(min(ys)), tf(max(ys))
+    if logy:
+        y0, y1 = math.floor(y0), math.ceil(y1)
+        if y1 == y0:
+            y1 += 1
+    else:
+        pad = 0.05 * (y1 - y0 or 1.0)
+        y0, y1 = (0.0 if min(ys) >= 0 and y0 - pad < 0 else y0 - pad), y1 + pad
+    if x1 == x0:
+        x1 = x0 + 1.0
+
+    def px(x, y):
+        u = left + (x - x0) / (x1 - x0) * (w - left - right)
+        v = h - bottom - (tf(y) - y0) / (y1 - y0) * (h - top - bottom)
+        return u, v
+
+    # Axes, grid and ticks.
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    for xt in _ticks(x0, x1):
+        u = px(xt, 10 ** y0 if logy else y0)[0]
+        draw.line([(u, top), (u, h - bottom)], fill=(230, 230, 230))
+        draw.text((u, h - bottom + 6), _fmt(xt), fill="black", font=small, anchor="mt")
+    yticks = [10.0 ** e for e in range(int(y0), int(y1) + 1)] if logy else _ticks(y0, y1)
+    if logy and len(yticks) > 9:
+        yticks = yticks[::math.ceil(len(yticks) / 9)]
+    for yt in yticks:
+        v = px(x0, yt)[1]
+        draw.line([(left, v), (w - right, v)], fill=(230, 230, 230))
+        draw.text((left - 6, v), _fmt(yt), fill="black", font=small, anchor="rm")
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    draw.text(((left + w - right) / 2, 18), title, fill="black", font=font, anchor="mt")
+    draw.text(((left + w - right) / 2, h - 22), xlabel, fill="black", font=font, anchor="mt")
+    label = Image.new("RGB", (h - top - bottom, 24), "white")
+    ImageDraw.Draw(label).text((label.width / 2, 12), ylabel + (" (log)" if logy else ""),
+                               fill="black", font=font, anchor="mm")
+    img.paste(label.rotate(90, expand=True), (8, top))
+
+    # Series and legend.
+    for i, (s, pts) in enumerate(clean):
+        color = tuple(s.get("color") or COLORS[i % len(COLORS)])
+        dash = s.get("dash", DASHES[i % len(DASHES)])
+        p = [px(x, y) for x, y in pts]
+        if len(p) > 1:
+            _dashed(draw, p, color, 2, dash)
+        if s.get("marker", True):
+            for u, v in p:
+                draw.ellipse([u - 3, v - 3, u + 3, v + 3], fill=color)
+        ly = top + 10 + 22 * i
+        lx = w - right + 12
+        _dashed(draw, [(lx, ly), (lx + 30, ly)], color, 3, dash)
+        draw.text((lx + 38, ly), str(s["label"]), fill="black", font=small, anchor="lm")
+    img.save(path)
+
+
+def to_list(a) -> list[float]:
+    return [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]

@@ -1,0 +1,60 @@
+"""jflow.benchmark: the CLI at a tiny size writes a plausible record; argument errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jflow import benchmark
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "deq.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "jflow.benchmark", "--config=configs/deq_raft.py:smoke",
+           "--height=32", "--width=48", "--iters=3", "--repeats=2", f"--output={out}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_cli_record_fields_are_plausible(record):
+    rec, stdout = record
+    assert rec["model"] == "deq_raft-T" and rec["mode"] == "infer"
+    assert (rec["height"], rec["width"], rec["batch"], rec["iters"]) == (32, 48, 1, 3)
+    assert 1e6 < rec["params"] < 1e7  # DEQ-RAFT Tiny: a few million parameters
+    assert len(rec["times_ms"]) == 2 and min(rec["times_ms"]) <= rec["time_ms"] <= max(rec["times_ms"])
+    assert 0 < rec["time_ms"] < 60_000 and rec["compile_s"] > 0
+    mem = rec["memory_mib"]
+    # Arguments hold the float32 parameters (4 bytes each) and two images.
+    assert mem["argument"] >= rec["params"] * 4 / benchmark.MIB
+    assert mem["temp"] > 0 and mem["total"] >= mem["argument"]
+    assert 1 <= rec["solver_nstep"] <= 3
+    header, row = stdout.splitlines()[:2]
+    assert header.split(",") == list(benchmark.CSV_COLUMNS)
+    assert row.startswith(f"deq_raft-T,{rec['params']},32,48,1,infer,3,")
+
+
+def test_csv_row_prefers_device_peak():
+    rec = {"model": "raft", "params": 10, "height": 8, "width": 16, "batch": 1, "mode": "train",
+           "iters": None, "time_ms": 1.234, "memory_mib": {"total": 5.0}, "device_peak_mib": 7.5}
+    assert benchmark.csv_row(rec)["Memory(MiB)"] == "7.5"
+    assert benchmark.csv_row(dict(rec, device_peak_mib=None))["Memory(MiB)"] == "5.0"
+    assert benchmark.csv_row(rec)["Time(ms)"] == "1.23"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(height=30, width=48), "multiples of 8"),
+    (dict(height=32, width=48, batch=0), "--batch"),
+    (dict(height=32, width=48, repeats=0), "--repeats"),
+    (dict(height=32, width=48, mode="eval"), "--mode"),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    from configs_for_tests import smoke_config
+
+    with pytest.raises(ValueError, match=match):
+        benchmark.benchmark(smoke_config(), **kwargs)
