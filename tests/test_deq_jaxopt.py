@@ -72,3 +72,18 @@ def test_importing_the_backend_filters_only_jaxopt_deprecation():
         warnings.simplefilter("error", DeprecationWarning)
         with pytest.raises(DeprecationWarning):  # the filter is local to our import
             warnings.warn("JAXopt is no longer maintained", DeprecationWarning)
+
+
+@pytest.mark.parametrize("name", ["jaxopt_fixed_point", "jaxopt_anderson", "jaxopt_broyden"])
+def test_jaxopt_solvers_accept_maps_closing_over_jit_traced_arrays(name):
+    # Inside a model, f always closes over arrays traced by the outer jit (params, features).
+    b = jnp.arange(6.0, dtype=jnp.float32).reshape(2, 3) / 6
+
+    @jax.jit
+    def run(b):
+        f = lambda z: jnp.tanh(0.5 * z + b)  # noqa: E731
+        return solve(f, jnp.zeros_like(b), get_solver(name), 40, 1e-4, "abs")
+
+    z, st = run(b)
+    np.testing.assert_allclose(np.asarray(z), np.asarray(jnp.tanh(0.5 * z + b)), atol=1e-4)
+    assert bool(jnp.all(st["converged"]))

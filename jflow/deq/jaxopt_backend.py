@@ -37,40 +37,59 @@ with warnings.catch_warnings():
     import jaxopt
 
 
-def _batch_to_batched(per_sample: Callable, batched: Callable) -> Callable:
-    """A per-sample function whose ``vmap`` over the batch calls ``batched`` on whole arrays."""
+def _batch_to_batched(per_sample: Callable, batched: Callable, n_batched: int) -> Callable:
+    """A per-sample function whose ``vmap`` over the batch calls ``batched`` on whole arrays.
+
+    The first ``n_batched`` arguments carry the batch; the rest (closed-over inputs hoisted by
+    ``jax.closure_convert``) are passed through whole and must not be batched by ``vmap``.
+    """
     fn = jax.custom_batching.custom_vmap(per_sample)
 
     @fn.def_vmap
     def _rule(axis_size, in_batched, *args):
+        if any(in_batched[n_batched:]):
+            raise NotImplementedError(
+                "jflow.deq.jaxopt_backend: vmap over the inputs f closes over is not supported; "
+                "batch them along the state's batch axis instead")
         args = [a if b else jnp.broadcast_to(a, (axis_size,) + a.shape)
-                for a, b in zip(args, in_batched)]
+                for a, b in zip(args[:n_batched], in_batched)] + list(args[n_batched:])
         return batched(*args), True
 
     return fn
 
 
-def _per_sample(f: Callable, batch: int) -> Callable:
-    """The (B, D) map seen as a (D,) map, for jaxopt under ``vmap`` over the batch.
+def _per_sample(f: Callable, z_example: jax.Array) -> tuple[Callable, tuple]:
+    """The (B, D) map seen as a (D,) map ``f1(z, *consts)``, for jaxopt under ``vmap`` over B.
 
-    ``f`` may close over per-sample inputs (the API's ``x``), so it cannot be split into
-    independent per-sample calls: ``custom_vmap`` hands the whole batch back to it, and a
-    ``custom_vjp`` (batched the same way) makes it differentiable for jaxopt's line search.
-    The unbatched forms (only traced for shapes, never used) apply ``f`` to ``batch`` copies.
+    ``f`` may close over per-sample inputs (the API's ``x``) and over arrays traced by an outer
+    ``jit``: ``jax.closure_convert`` hoists those into explicit ``consts`` (jaxopt passes them on
+    as ``*args``), ``custom_vmap`` hands the whole batch back to ``f``, and a ``custom_vjp``
+    (batched the same way) makes it differentiable in ``z`` for jaxopt's line search. The
+    unbatched forms (only traced for shapes, never used) apply ``f`` to ``B`` copies.
     """
+    f_conv, consts = jax.closure_convert(f, z_example)
+    batch = z_example.shape[0]
     tile = lambda a: jnp.broadcast_to(a, (batch,) + a.shape)  # noqa: E731
-    value = _batch_to_batched(lambda z: f(tile(z))[0], f)
+    value = _batch_to_batched(lambda z, *c: f_conv(tile(z), *c)[0], f_conv, 1)
     pullback = _batch_to_batched(
-        lambda z, ct: jax.vjp(f, tile(z))[1](tile(ct))[0][0],
-        lambda z, ct: jax.vjp(f, z)[1](ct)[0],
+        lambda z, ct, *c: jax.vjp(lambda y: f_conv(y, *c), tile(z))[1](tile(ct))[0][0],
+        lambda z, ct, *c: jax.vjp(lambda y: f_conv(y, *c), z)[1](ct)[0],
+        2,
     )
 
     @jax.custom_vjp
-    def f1(z):
-        return value(z)
+    def f1(z, *c):
+        return value(z, *c)
 
-    f1.defvjp(lambda z: (value(z), z), lambda z, ct: (pullback(z, ct),))
-    return f1
+    def fwd(z, *c):
+        return value(z, *c), (z, c)
+
+    def bwd(res, ct):
+        z, c = res
+        return (pullback(z, ct, *c), *[jnp.zeros_like(a) for a in c])
+
+    f1.defvjp(fwd, bwd)
+    return f1, tuple(consts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,24 +99,28 @@ class JaxoptSolver:
     kind: str
     options: tuple = ()
 
-    def _make(self, f: Callable, batch: int):
-        f1 = _per_sample(f, batch)
+    def _make(self, f: Callable, x: jax.Array):
+        f1, consts = _per_sample(f, x)
         opts = dict(self.options)
         if self.kind == "fixed_point":
-            return jaxopt.FixedPointIteration(fixed_point_fun=f1, **opts)
-        if self.kind == "anderson":
-            return jaxopt.AndersonAcceleration(fixed_point_fun=f1, **opts)
-        if self.kind == "broyden":
-            return jaxopt.Broyden(fun=lambda z: f1(z) - z, **opts)
-        raise ValueError(f"jflow.deq.jaxopt_backend: unknown kind {self.kind!r}")
+            solver = jaxopt.FixedPointIteration(fixed_point_fun=f1, **opts)
+        elif self.kind == "anderson":
+            solver = jaxopt.AndersonAcceleration(fixed_point_fun=f1, **opts)
+        elif self.kind == "broyden":
+            solver = jaxopt.Broyden(fun=lambda z, *c: f1(z, *c) - z, **opts)
+        else:
+            raise ValueError(f"jflow.deq.jaxopt_backend: unknown kind {self.kind!r}")
+        return solver, consts
 
     def init(self, x0: jax.Array, f: Callable) -> Any:
-        solver = self._make(f, x0.shape[0])
-        return jax.vmap(solver.init_state)(x0)
+        solver, consts = self._make(f, x0)
+        axes = (0,) + (None,) * len(consts)
+        return jax.vmap(solver.init_state, in_axes=axes)(x0, *consts)
 
     def update(self, state: Any, x: jax.Array, fx: jax.Array, f: Callable) -> tuple[jax.Array, Any]:
-        solver = self._make(f, x.shape[0])
-        x_next, state = jax.vmap(solver.update)(x, state)
+        solver, consts = self._make(f, x)
+        axes = (0, 0) + (None,) * len(consts)
+        x_next, state = jax.vmap(solver.update, in_axes=axes)(x, state, *consts)
         return x_next, state
 
 
