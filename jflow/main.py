@@ -3,7 +3,8 @@
 Configs are ml_collections files with variants after a colon (``configs/deq_raft.py:H,stage=things``)
 and field overrides as flags (``--config.train.num_steps=200``). ``--config.mode=eval`` evaluates
 the checkpoint in ``--config.eval.checkpoint`` (default: the workdir's latest). ``--multihost``
-calls ``jax.distributed.initialize()`` first (cluster settings from the environment).
+calls ``jax.distributed.initialize()`` first (cluster settings from the environment: see
+``jflow.sharding.initialize_multihost``).
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ process_count`` samples and :func:`global_batch` assembles the global array with
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import jax
@@ -18,8 +19,21 @@ DATA_AXIS = "data"
 
 
 def initialize_multihost() -> None:
-    """``jax.distributed.initialize()`` (cluster settings from the environment)."""
-    jax.distributed.initialize()
+    """``jax.distributed.initialize()`` with the cluster settings from the environment.
+
+    Managed clusters (SLURM, Open MPI, Cloud TPU, ...) are detected by JAX. Elsewhere set, on
+    every process, ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0; read by JAX),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (``0 .. JAX_NUM_PROCESSES-1``; read here).
+    CPU processes exchange data with gloo (``JAX_CPU_COLLECTIVES_IMPLEMENTATION``, default).
+    """
+    kwargs = {}
+    for var, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        value = os.environ.get(var, "").strip()
+        if value:
+            if not value.isdigit():
+                raise ValueError(f"initialize_multihost: ${var} must be an integer, got {value!r}")
+            kwargs[arg] = int(value)
+    jax.distributed.initialize(**kwargs)
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
