@@ -13,6 +13,8 @@ import logging as std_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jflow.cli import friendly_errors
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (with :variants).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, pictures and results.")
@@ -49,4 +51,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(friendly_errors(main))

@@ -359,4 +359,6 @@ if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(main)
+    from jflow.cli import friendly_errors
+
+    app.run(friendly_errors(main))

@@ -1,0 +1,31 @@
+"""Command-line plumbing shared by ``jflow.main``, ``jflow.predict`` and ``jflow.convert``."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what is wrong with the user's input or run."""
+    from jflow.checkpoint import CheckpointError
+    from jflow.convert import ConversionError
+    from jflow.data.errors import DatasetError
+    from jflow.io import FlowFileError
+    from jflow.train import NonFiniteLossError
+
+    return (CheckpointError, ConversionError, DatasetError, FlowFileError, NonFiniteLossError)
+
+
+def friendly_errors(main: Callable) -> Callable:
+    """Wraps an absl ``main``: a user error prints ``error: <message>`` and exits 1, no traceback."""
+
+    @functools.wraps(main)
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except user_errors() as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    return wrapped
