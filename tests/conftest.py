@@ -16,3 +16,15 @@ def sintel_demo_dir():
     if not SINTEL_DEMO.is_dir():
         pytest.skip(f"Sintel demo frames not found at {SINTEL_DEMO}")
     return SINTEL_DEMO
+
+
+@pytest.fixture(scope="session")
+def images():
+    """A 64x64 random image pair, batch 2, image 2 = image 1 shifted by (1, 2) px (model tests)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    im1 = rng.uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    im2 = np.roll(im1, (1, 2), axis=(1, 2))
+    return jnp.asarray(im1), jnp.asarray(im2)

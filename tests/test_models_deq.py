@@ -20,14 +20,6 @@ def model_and_vars(name="deq_raft", deq=tuple(DEQ.items()), **cfg):
 
 
 @pytest.fixture(scope="module")
-def images():
-    rng = np.random.default_rng(0)
-    im1 = rng.uniform(0, 255, (2, H, W, 3)).astype(np.float32)
-    im2 = np.roll(im1, (1, 2), axis=(1, 2))
-    return jnp.asarray(im1), jnp.asarray(im2)
-
-
-@pytest.fixture(scope="module")
 def evaluate():
     model, _ = model_and_vars()
     return jax.jit(lambda v, a, b, s: model.apply(v, a, b, iters=3, state_init=s))

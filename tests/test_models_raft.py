@@ -33,14 +33,6 @@ def jitted(name, train=False, **cfg):
     return jax.jit(run)
 
 
-@pytest.fixture(scope="module")
-def images():
-    rng = np.random.default_rng(0)
-    im1 = rng.uniform(0, 255, (2, H, W, 3)).astype(np.float32)
-    im2 = np.roll(im1, (1, 2), axis=(1, 2))
-    return jnp.asarray(im1), jnp.asarray(im2)
-
-
 @pytest.mark.parametrize("name", ["raft", "raft_small", "gma"])
 def test_eval_outputs_contract(name, images):
     _, v = model_and_vars(name)
