@@ -90,15 +90,19 @@ def abstract_inputs(model, height: int, width: int, batch: int = 1) -> tuple:
     """``(variables, image1, image2)`` as ShapeDtypeStructs: lower and compile without data."""
     from jflow.models import variable_shapes
 
-    check_size(height, width, batch)
+    check_size(height, width, batch, model)
     img = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
     return dict(variable_shapes(model)), img, img
 
 
-def check_size(height: int, width: int, batch: int) -> None:
-    if height <= 0 or width <= 0 or height % 8 or width % 8:
-        raise ValueError(f"jflow.benchmark: --height/--width must be positive multiples of 8, "
-                         f"got {height}x{width}")
+def check_size(height: int, width: int, batch: int, model=None) -> None:
+    """Positive sizes that ``model`` takes unpadded (``jflow.models.input_padding``; 8 if None)."""
+    from jflow.models import input_padding
+
+    multiple = 8 if model is None else input_padding(model)[0]
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        raise ValueError(f"jflow.benchmark: --height/--width must be positive multiples of "
+                         f"{multiple} for this model, got {height}x{width}")
     if batch < 1:
         raise ValueError(f"jflow.benchmark: --batch must be >= 1, got {batch}")
 
@@ -144,11 +148,11 @@ def benchmark(config, height: int, width: int, *, batch: int = 1, iters: int | N
     """Compiles and times one model; returns the JSON record (see the module docstring)."""
     from jflow.models import count_params, random_variables
 
-    check_size(height, width, batch)
     check_mode(mode)
     if repeats < 1:
         raise ValueError(f"jflow.benchmark: --repeats must be >= 1, got {repeats}")
     model = build(config)
+    check_size(height, width, batch, model)
     variables = random_variables(model, seed=seed)
     image1, image2 = random_images(height, width, batch, seed)
     fn = jax.jit(step_fn(model, mode, iters))
@@ -222,8 +226,8 @@ def _define_flags() -> None:
 
     config_flags.DEFINE_config_file("config", None, "model config, e.g. configs/raft.py:small",
                                     lock_config=False)
-    flags.DEFINE_integer("height", 440, "input height (multiple of 8)")
-    flags.DEFINE_integer("width", 1024, "input width (multiple of 8)")
+    flags.DEFINE_integer("height", 440, "input height (a multiple of the model's padding, 8 for RAFT)")
+    flags.DEFINE_integer("width", 1024, "input width (a multiple of the model's padding)")
     flags.DEFINE_integer("batch", 1, "batch size")
     flags.DEFINE_integer("iters", None, "update iterations (recurrent) / solver steps (DEQ); "
                          "default: the model's")

@@ -46,17 +46,20 @@ def padding_mode(spec: str) -> str:
 def make_predictor(model, variables: PyTree, iters: int, padding: str = "sintel") -> Predictor:
     """``predict(image1, image2, flow_init=None, state_init=None) -> dict`` on one pair.
 
-    Images are (H, W, 3) uint8/float numpy arrays of any size; they are padded to a multiple of 8
-    (``padding`` mode), run through ``model.apply(..., train=False, iters=iters)`` (compiled once
+    Images are (H, W, 3) uint8/float numpy arrays of any size; they are padded as the model asks
+    (``jflow.models.input_padding``: RAFT a multiple of 8 by replication, DIP 16 with zeros;
+    ``padding`` mode), run through ``model.apply(..., train=False, iters=iters)`` (compiled once
     per padded size) and the returned ``flow`` is unpadded to (H, W, 2) numpy. ``flow_low`` and
     ``state`` stay at the padded 1/8 resolution (what the next frame of the scene needs).
     """
+    from jflow.models import input_padding
     apply = _jitted_apply(model, iters)
+    multiple, fill = input_padding(model)
 
     def predict(image1, image2, flow_init=None, state_init=None) -> dict:
         image1 = np.asarray(image1, np.float32)[None]
         image2 = np.asarray(image2, np.float32)[None]
-        padder = geometry.InputPadder(image1.shape[1:3], 8, mode=padding)
+        padder = geometry.InputPadder(image1.shape[1:3], multiple, mode=padding, fill=fill)
         image1, image2 = padder.pad(image1, image2)
         out = apply(variables, image1, image2, flow_init, state_init)
         flow = padder.unpad(np.asarray(jax.device_get(out["flow"]), np.float32))[0]

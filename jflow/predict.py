@@ -97,6 +97,8 @@ class FlowPredictor:
         self.deq = deq
         self.iters = iters
         self.padding = padding
+        from jflow.models import input_padding
+        self.pad_multiple, self.pad_fill = input_padding(model)
 
         def run(variables, image1, image2, flow_init, state_init):
             return self.model.apply(variables, image1, image2, train=False, iters=self.iters,
@@ -130,9 +132,11 @@ class FlowPredictor:
         if im1.shape != im2.shape:
             raise ValueError(f"image1 {im1.shape[1:3]} and image2 {im2.shape[1:3]} must have the "
                              "same size (and batch)")
-        padder = geometry.InputPadder(im1.shape[1:3], mode=self.padding)
+        padder = geometry.InputPadder(im1.shape[1:3], self.pad_multiple, mode=self.padding,
+                                      fill=self.pad_fill)
         im1, im2 = padder.pad(im1, im2)
-        if flow_init is None and state_init is None:
+        if (flow_init is None and state_init is None
+                and getattr(type(self.model), "zero_init_is_cold_start", False)):
             # A zero warm start / zero fixed point is the model's own cold start: passing it
             # keeps one compiled function per image size for cold and reused pairs alike.
             flow_init, state_init = self._zero_init(im1.shape)
@@ -168,7 +172,11 @@ class FlowPredictor:
         """What the next pair starts from: RAFT warm start (forward-interpolated ``flow_low``),
         DEQ fixed-point reuse (previous state with its flow forward-interpolated)."""
         if not self.deq:
-            flow = geometry.forward_interpolate(np.asarray(out["flow_low"]))
+            # The model's ``state`` is the flow its next pair warm-starts from (RAFT: 1/8-res
+            # ``flow_low``; DIP: the full-resolution flow); None: no warm start.
+            if out.get("state") is None:
+                return {}
+            flow = geometry.forward_interpolate(np.asarray(out["state"]))
             return {"flow_init": jnp.asarray(flow)}
         state = out["state"]
         if isinstance(state, Mapping) and "flow" in state:

@@ -15,7 +15,7 @@ frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predi
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -68,6 +68,12 @@ class DEQRAFT(nn.Module):
       all_grad: keep the gradient through ``coords1`` inside ``f`` (v2 Things stage).
       corr, corr_levels, corr_radius, wnorm, mixed_precision, freeze_bn: as in ``RAFT``.
     """
+
+    # Callers pad to a multiple of 8 by replication (official InputPadder); a zero fixed point
+    # (``state_init`` of zeros) is the cold start, so one compiled function serves both.
+    pad_multiple: ClassVar[int] = 8
+    pad_fill: ClassVar[str] = "replicate"
+    zero_init_is_cold_start: ClassVar[bool] = True
 
     size: str = "B"
     gma: bool = False

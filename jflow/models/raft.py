@@ -11,7 +11,7 @@ Top-level names follow PyTorch: ``fnet``, ``cnet``, ``update_block`` and (GMA) `
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -62,6 +62,13 @@ class RAFT(nn.Module):
       mixed_precision: bfloat16 encoders/update block (correlation stays float32).
       freeze_bn: BatchNorm uses running statistics even when training (after the Chairs stage).
     """
+
+    # Callers pad to a multiple of 8 by replication (official InputPadder); a zero warm start
+    # (``flow_init`` / ``state_init`` of zeros) is the cold start, so one compiled function
+    # serves both.
+    pad_multiple: ClassVar[int] = 8
+    pad_fill: ClassVar[str] = "replicate"
+    zero_init_is_cold_start: ClassVar[bool] = True
 
     small: bool = False
     gma: bool = False

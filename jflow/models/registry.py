@@ -90,6 +90,14 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                    wnorm=bool(_get(model_cfg, "wnorm", True)), **common)
 
 
+def input_padding(model: nn.Module) -> tuple[int, str]:
+    """``(multiple, fill)``: how callers pad images for ``model`` (``InputPadder(multiple=...,
+    fill=...)``), from the module class's ``pad_multiple`` / ``pad_fill`` (default 8, replicate).
+    A model that resizes internally (any input size) says ``pad_multiple = 1``."""
+    cls = type(model)
+    return int(getattr(cls, "pad_multiple", 8)), str(getattr(cls, "pad_fill", "replicate"))
+
+
 def count_params(variables: Any) -> int:
     """Number of scalars in ``variables["params"]`` (arrays or ShapeDtypeStructs)."""
     params = variables.get("params", variables) if hasattr(variables, "get") else variables
