@@ -11,8 +11,7 @@ import numpy as np
 
 EXPERIMENTS = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(EXPERIMENTS, "results")
-SINTEL_DEMO = os.path.join(os.path.dirname(os.path.dirname(EXPERIMENTS)), "shared", "data",
-                           "sintel_demo")
+SINTEL_DEMO = os.path.join(os.path.dirname(EXPERIMENTS), "jflow", "data", "demo")  # in the repo
 RANDOM_WEIGHTS_NOTE = ("RANDOM weights (no --checkpoint): solver behaviour on an untrained "
                        "operator says little about a trained DEQ-RAFT; rerun with --checkpoint")
 

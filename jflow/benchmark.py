@@ -238,8 +238,16 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("config")
 
 
-if __name__ == "__main__":
-    from absl import app
+def run() -> None:
+    """Console entry point ``jflow-benchmark`` (same as ``python -m jflow.benchmark``)."""
+    from jflow.cli import run_app
 
-    _define_flags()
-    app.run(main)
+    run_app(main, _define_flags)
+
+
+if __name__ == "__main__":
+    # Run the imported module, not this ``__main__`` copy, so that the error classes raised
+    # inside jflow are the ones the friendly-error handler catches.
+    from jflow.benchmark import run as _run
+
+    _run()

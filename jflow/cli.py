@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by ``jflow.main``, ``jflow.predict`` and ``jflow.convert``."""
+"""Command-line plumbing shared by ``jflow.main``, ``predict``, ``convert`` and ``benchmark``."""
 from __future__ import annotations
 
 import functools
@@ -12,9 +12,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from jflow.convert import ConversionError
     from jflow.data.errors import DatasetError
     from jflow.io import FlowFileError
+    from jflow.torch_pickle import CheckpointFileError
     from jflow.train import NonFiniteLossError
 
-    return (CheckpointError, ConversionError, DatasetError, FlowFileError, NonFiniteLossError)
+    return (CheckpointError, CheckpointFileError, ConversionError, DatasetError, FlowFileError,
+            NonFiniteLossError)
 
 
 def friendly_errors(main: Callable) -> Callable:
@@ -29,3 +31,12 @@ def friendly_errors(main: Callable) -> Callable:
             sys.exit(1)
 
     return wrapped
+
+
+def run_app(main: Callable, define_flags: Callable[[], None] | None = None) -> None:
+    """Defines the flags (if given) and runs ``main`` under absl with :func:`friendly_errors`."""
+    from absl import app
+
+    if define_flags is not None:
+        define_flags()
+    app.run(friendly_errors(main))

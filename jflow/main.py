@@ -50,5 +50,10 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"--config.mode must be 'train' or 'eval', got {config.mode!r}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console entry point ``jflow-train`` (same as ``python -m jflow.main``)."""
     app.run(friendly_errors(main))
+
+
+if __name__ == "__main__":
+    run()

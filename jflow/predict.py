@@ -363,10 +363,16 @@ def _define_flags() -> None:
     flags.mark_flag_as_required("config")
 
 
+def run() -> None:
+    """Console entry point ``jflow-predict`` (same as ``python -m jflow.predict``)."""
+    from jflow.cli import run_app
+
+    run_app(main, _define_flags)
+
+
 if __name__ == "__main__":
-    from absl import app
+    # Run the imported module, not this ``__main__`` copy, so that the error classes raised
+    # inside jflow are the ones the friendly-error handler catches.
+    from jflow.predict import run as _run
 
-    _define_flags()
-    from jflow.cli import friendly_errors
-
-    app.run(friendly_errors(main))
+    _run()

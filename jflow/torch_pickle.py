@@ -17,6 +17,7 @@ import os
 import pickle
 import struct
 import zipfile
+import zlib
 from typing import Any, BinaryIO, Callable, Mapping
 
 import ml_dtypes
@@ -38,6 +39,10 @@ _DTYPE_STORAGES = {dtype: name for name, dtype in _STORAGE_DTYPES.items()}
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
+class CheckpointFileError(ValueError):
+    """A ``.pth`` file that cannot be read as a checkpoint; the message names the file."""
+
+
 class _StorageType:
     """Stands in for ``torch.<X>Storage`` inside the pickle: only carries the numpy dtype."""
 
@@ -52,15 +57,15 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False,
     copy it once the storages are filled)."""
     del requires_grad, backward_hooks, metadata
     if not isinstance(storage, np.ndarray):
-        raise ValueError("tensor storage must be a persistent storage, got "
+        raise CheckpointFileError("tensor storage must be a persistent storage, got "
                          f"{type(storage).__name__}")
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if any(s < 0 for s in size + stride) or storage_offset < 0:
-        raise ValueError(f"negative tensor size/stride/offset {size} {stride} {storage_offset}")
+        raise CheckpointFileError(f"negative tensor size/stride/offset {size} {stride} {storage_offset}")
     if size and all(s > 0 for s in size):
         last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= storage.size:
-            raise ValueError(f"tensor of size {size} stride {stride} runs past its storage "
+            raise CheckpointFileError(f"tensor of size {size} stride {stride} runs past its storage "
                              f"({storage.size} elements)")
     base = storage[storage_offset:]
     item = storage.itemsize
@@ -104,7 +109,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]()
         except KeyError:
-            raise ValueError(
+            raise CheckpointFileError(
                 f"{self._source}: refusing to load the global '{module}.{name}': a state_dict "
                 "never needs it (the checkpoint may be malicious, or it is not a plain "
                 "state_dict of tensors)") from None
@@ -112,7 +117,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def persistent_load(self, pid: Any) -> np.ndarray:
         if (not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage"
                 or not isinstance(pid[1], _StorageType) or self._load_storage is None):
-            raise ValueError(f"{self._source}: unsupported persistent id {pid!r:.200}")
+            raise CheckpointFileError(f"{self._source}: unsupported persistent id {pid!r:.200}")
         storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
         if key not in self._storages:
             self._storages[key] = self._load_storage(key, storage_type.dtype, numel)
@@ -126,7 +131,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def _read_zip(path: str, zf: zipfile.ZipFile) -> Any:
     pkl_names = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if len(pkl_names) != 1:
-        raise ValueError(f"{path}: not a PyTorch zip checkpoint (expected one '<name>/data.pkl', "
+        raise CheckpointFileError(f"{path}: not a PyTorch zip checkpoint (expected one '<name>/data.pkl', "
                          f"found {pkl_names or 'none'})")
     prefix = pkl_names[0][: -len("data.pkl")]
     byteorder = "little"
@@ -138,9 +143,9 @@ def _read_zip(path: str, zf: zipfile.ZipFile) -> Any:
         try:
             raw = zf.read(name)
         except KeyError:
-            raise ValueError(f"{path}: storage '{name}' is missing from the archive") from None
+            raise CheckpointFileError(f"{path}: storage '{name}' is missing from the archive") from None
         if len(raw) < numel * dtype.itemsize:
-            raise ValueError(f"{path}: storage '{name}' holds {len(raw)} bytes, "
+            raise CheckpointFileError(f"{path}: storage '{name}' holds {len(raw)} bytes, "
                              f"expected {numel * dtype.itemsize}")
         order = "<" if byteorder == "little" else ">"
         arr = np.frombuffer(raw, dtype=dtype.newbyteorder(order) if dtype.itemsize > 1 else dtype,
@@ -157,12 +162,12 @@ def _read_legacy(path: str, f: BinaryIO) -> Any:
 
     try:
         magic = plain()
-    except ValueError:
+    except CheckpointFileError:
         raise
     except Exception as e:  # noqa: BLE001 - anything unparsable is "not a checkpoint"
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointFileError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if magic != _LEGACY_MAGIC:
-        raise ValueError(f"{path}: not a PyTorch checkpoint (bad magic number {magic!r:.50})")
+        raise CheckpointFileError(f"{path}: not a PyTorch checkpoint (bad magic number {magic!r:.50})")
     plain()  # protocol version
     plain()  # sys info
     storages: dict[str, np.ndarray] = {}
@@ -174,13 +179,13 @@ def _read_legacy(path: str, f: BinaryIO) -> Any:
     result = RestrictedUnpickler(f, source=path, load_storage=load_storage).load()
     for key in plain():
         if str(key) not in storages:
-            raise ValueError(f"{path}: storage {key} is listed but never used")
+            raise CheckpointFileError(f"{path}: storage {key} is listed but never used")
         storage = storages[str(key)]
         header = f.read(8)
         count = struct.unpack("<q", header)[0] if len(header) == 8 else -1
         raw = f.read(storage.nbytes)
         if count != storage.size or len(raw) != storage.nbytes:
-            raise ValueError(f"{path}: storage {key} is truncated or has the wrong size")
+            raise CheckpointFileError(f"{path}: storage {key} is truncated or has the wrong size")
         storage[:] = np.frombuffer(raw, storage.dtype)
     return result
 
@@ -189,18 +194,26 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a ``.pth`` file into ``{key: np.ndarray}`` without torch and without running code.
 
     Accepts a bare state_dict or a dict holding one under ``state_dict`` / ``model``. Raises
-    ``ValueError`` (naming ``path``) for anything else, including any pickled global that is not
+    :class:`CheckpointFileError` (a ``ValueError`` naming ``path``) for anything else, including any pickled global that is not
     needed for tensors.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            obj = _read_zip(path, zf)
-    else:
-        with open(path, "rb") as f:
-            obj = _read_legacy(path, f)
+        raise CheckpointFileError(f"{path}: checkpoint file not found")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                obj = _read_zip(path, zf)
+        else:
+            with open(path, "rb") as f:
+                obj = _read_legacy(path, f)
+    except CheckpointFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError, ValueError,
+            TypeError, KeyError, IndexError, AttributeError, zlib.error) as e:
+        # A damaged archive or pickle: say which file and what broke, no traceback.
+        raise CheckpointFileError(f"{path}: damaged or truncated checkpoint "
+                                  f"({type(e).__name__}: {e})") from None
     return _as_state_dict(path, obj)
 
 
@@ -211,12 +224,12 @@ def _as_state_dict(path: str, obj: Any) -> dict[str, np.ndarray]:
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state_dict (a dict of tensors), got "
+        raise CheckpointFileError(f"{path}: expected a state_dict (a dict of tensors), got "
                          f"{type(obj).__name__}")
     out = {}
     for key, value in obj.items():
         if not isinstance(value, np.ndarray):
-            raise ValueError(f"{path}: entry '{key}' is a {type(value).__name__}, not a tensor")
+            raise CheckpointFileError(f"{path}: entry '{key}' is a {type(value).__name__}, not a tensor")
         out[str(key)] = np.array(value, copy=True)  # detach from the storage buffers
     return out
 
@@ -249,7 +262,7 @@ def save_torch_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLi
     for i, (key, value) in enumerate(state.items()):
         arr = np.array(value, order="C", copy=True)  # (ascontiguousarray makes 0-d 1-d)
         if arr.dtype not in _DTYPE_STORAGES:
-            raise ValueError(f"{path}: entry '{key}' has unsupported dtype {arr.dtype}")
+            raise CheckpointFileError(f"{path}: entry '{key}' has unsupported dtype {arr.dtype}")
         storage = _DTYPE_STORAGES[arr.dtype]
         strides = [s // arr.itemsize for s in arr.strides] if arr.size else [1] * arr.ndim
         pid = _op_tuple([_op_str("storage"), f"ctorch\n{storage}\n".encode(), _op_str(str(i)),

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jflow import io as jio
+from jflow.data.demo import sintel_dir
 from jflow.data.resize import resize_bilinear
 from jflow.deq import DEQConfig, deq_fixed_point, get_solver, solve
 from jflow.models import build_model, random_variables
@@ -117,7 +118,7 @@ plot_traces(traces, "toy problem: tanh(Wz + x)", "toy_traces.png")
 
 # %%
 SCALE, STEPS = (1 / 16, 6) if SMOKE else (1 / 4, 40)
-frames_dir = REPO.parent / "shared" / "data" / "sintel_demo"
+frames_dir = pathlib.Path(sintel_dir())  # shipped with jflow
 frames = [resize_bilinear(jio.read_image(p), SCALE, SCALE)
           for p in sorted(frames_dir.glob("*.png"))[:2]]
 h, w = (s // 8 * 8 for s in frames[0].shape[:2])

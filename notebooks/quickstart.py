@@ -44,12 +44,13 @@ import numpy as np
 from jflow import io as jio
 from jflow import viz
 from jflow.data.resize import resize_bilinear
+from jflow.data.demo import sintel_dir
 from jflow.predict import FlowPredictor
 
 SMOKE = os.environ.get("JFLOW_NOTEBOOK_SMOKE") == "1"
 REPO = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]
             if (p / "configs" / "deq_raft.py").is_file())
-FRAMES = REPO.parent / "shared" / "data" / "sintel_demo"
+FRAMES = pathlib.Path(sintel_dir())  # ten Sintel frames shipped with jflow
 CHECKPOINT = os.environ.get("JFLOW_CHECKPOINT")  # e.g. "/tmp/deq_h" from jflow.convert
 # The config must build the checkpoint's model, e.g. "raft.py" for a converted RAFT checkpoint.
 CONFIG = os.environ.get("JFLOW_CONFIG") or (

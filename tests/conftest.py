@@ -1,4 +1,4 @@
-"""Shared pytest setup: CPU only, quiet logs, paths to the shared demo data."""
+"""Shared pytest setup: CPU only, quiet logs, the demo frames shipped in the package."""
 import os
 import pathlib
 
@@ -8,13 +8,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SINTEL_DEMO = REPO.parent / "shared" / "data" / "sintel_demo"
+SINTEL_DEMO = REPO / "jflow" / "data" / "demo"
 
 
 @pytest.fixture(scope="session")
 def sintel_demo_dir():
-    if not SINTEL_DEMO.is_dir():
-        pytest.skip(f"Sintel demo frames not found at {SINTEL_DEMO}")
+    """The Sintel frames in the repository (a missing frame fails, never skips)."""
+    frames = sorted(SINTEL_DEMO.glob("frame_*.png"))
+    assert len(frames) == 10, f"expected 10 Sintel demo frames in {SINTEL_DEMO}, found {len(frames)}"
     return SINTEL_DEMO
 
 

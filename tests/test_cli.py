@@ -31,3 +31,39 @@ def test_programming_errors_still_raise():
 
 def test_main_returns_normally():
     assert friendly_errors(lambda argv: 7)(["prog"]) == 7
+
+
+def _run_cli(args, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("entry", ["module", "console_script"])
+def test_convert_error_is_one_line_under_python_m_and_entry_point(entry, tmp_path):
+    """Under ``python -m`` the module runs as ``__main__``: the ConversionError raised inside jflow
+    must still be the class the handler catches (it runs the imported module), and the console
+    script ``jflow-convert`` behaves the same."""
+    import pathlib
+    import shutil
+    import sys
+
+    bad = tmp_path / "not_a_checkpoint.pth"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "raft.py"
+    args = [f"--config={config}", f"--torch_checkpoint={bad}", f"--output={tmp_path / 'out'}"]
+    if entry == "module":
+        proc = _run_cli(["-m", "jflow.convert", *args], tmp_path)
+    else:
+        script = shutil.which("jflow-convert", path=str(pathlib.Path(sys.executable).parent))
+        assert script, "console script jflow-convert is not installed (pip install -e .)"
+        proc = _run_cli([script, *args], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and str(bad) in lines[0], proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
