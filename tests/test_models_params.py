@@ -24,6 +24,7 @@ COUNTS = [
     ("deq_gma", "L", {}, 9_890_369),
     ("deq_gma", "H", {}, 15_557_697),
     ("deq_gma", "G", {}, 27_332_993),
+    ("dip", None, {}, 5_371_968),  # dip.md; ptlflow 5.372M
 ]
 
 
@@ -129,3 +130,14 @@ def test_registry_passes_options():
     r = build_model({"name": "raft_small", "iters": 3, "eval_iters": 5, "mixed_precision": True})
     assert r.small and r.iters == 3 and r.eval_iters == 5 and r.mixed_precision
     assert r.scope is None  # unbound: ready for init/apply
+
+
+def test_dip_paths_follow_torch_names():
+    v = shapes_of("dip")
+    p = paths(v)
+    assert p["fnet/layer1_0/downsample_0/kernel"] == (1, 1, 64, 64)  # fnet.layer1.0.downsample.0
+    assert p["update_block_s/encoder/convc1/kernel"] == (1, 1, 10, 96)
+    assert p["update_block_s/gru/convz/kernel"] == (3, 3, 352, 128)
+    assert p["update_block/gru/convq2/kernel"] == (5, 1, 384, 128)
+    assert p["update_block/mask_2/kernel"] == (1, 1, 256, 144)
+    assert "batch_stats" not in v or not v["batch_stats"]          # instance norms only

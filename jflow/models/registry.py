@@ -38,7 +38,7 @@ from jflow.models.corr import CORR_KINDS
 from jflow.models.deq_raft import DEQ_SIZES, DEQRAFT
 from jflow.models.raft import RAFT
 
-MODEL_NAMES = ("raft", "raft_small", "gma", "deq_raft", "deq_gma")
+MODEL_NAMES = ("raft", "raft_small", "gma", "deq_raft", "deq_gma", "dip")
 SIZE_ALIASES = {"tiny": "T", "base": "B", "large": "L", "huge": "H", "gigantic": "G"}
 
 
@@ -68,6 +68,14 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                   mixed_precision=bool(_get(model_cfg, "mixed_precision", False)),
                   freeze_bn=bool(_get(model_cfg, "freeze_bn", False)))
     radius = _get(model_cfg, "corr_radius")
+    if name == "dip":
+        from jflow.models.dip import DIP
+        return DIP(iters=int(_get(model_cfg, "iters", 6)),
+                   eval_iters=int(_get(model_cfg, "eval_iters", 20)),
+                   max_offset=int(_get(model_cfg, "max_offset", 256)),
+                   noise=str(_get(model_cfg, "noise", "torch")),
+                   channel_order=str(_get(model_cfg, "channel_order", "bgr")),
+                   mixed_precision=common["mixed_precision"])
     if name in ("raft", "raft_small", "gma"):
         return RAFT(small=name == "raft_small", gma=name == "gma",
                     gma_mode=_get(model_cfg, "gma_mode", "content"),
