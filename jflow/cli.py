@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Callable
 
@@ -13,20 +14,26 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from jflow.data.errors import DatasetError
     from jflow.io import FlowFileError
     from jflow.torch_pickle import CheckpointFileError
+    from jflow.errors import UserError
     from jflow.train import NonFiniteLossError
 
-    return (CheckpointError, CheckpointFileError, ConversionError, DatasetError, FlowFileError,
-            NonFiniteLossError)
+    return (UserError, CheckpointError, CheckpointFileError, ConversionError, DatasetError,
+            FlowFileError, NonFiniteLossError)
 
 
 def friendly_errors(main: Callable) -> Callable:
-    """Wraps an absl ``main``: a user error prints ``error: <message>`` and exits 1, no traceback."""
+    """Wraps an absl ``main``: a user error prints ``error: <message>`` and exits 1, no traceback.
+
+    ``JFLOW_DEBUG=1`` in the environment re-raises instead (full traceback, for bug reports).
+    """
 
     @functools.wraps(main)
     def wrapped(argv):
         try:
             return main(argv)
         except user_errors() as e:
+            if os.environ.get("JFLOW_DEBUG", "") not in ("", "0"):
+                raise
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
 

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jflow import geometry
+from jflow.errors import InputError
 
 
 PyTree = Any
@@ -130,7 +131,7 @@ class FlowPredictor:
         im1 = _as_image_batch(image1, "image1")
         im2 = _as_image_batch(image2, "image2")
         if im1.shape != im2.shape:
-            raise ValueError(f"image1 {im1.shape[1:3]} and image2 {im2.shape[1:3]} must have the "
+            raise InputError(f"image1 {im1.shape[1:3]} and image2 {im2.shape[1:3]} must have the "
                              "same size (and batch)")
         padder = geometry.InputPadder(im1.shape[1:3], self.pad_multiple, mode=self.padding,
                                       fill=self.pad_fill)
@@ -224,7 +225,7 @@ def load_variables(checkpoint: str | os.PathLike, model, config=None) -> dict[st
     loaded = load_params(checkpoint)
     name = (loaded.get("meta") or {}).get("model")
     if config is not None and name and name != str(config.model.name):
-        raise ValueError(f"checkpoint {checkpoint} holds a '{name}' model but the config builds "
+        raise InputError(f"checkpoint {checkpoint} holds a '{name}' model but the config builds "
                          f"'{config.model.name}'")
     variables = {"params": loaded["params"]}
     if loaded.get("batch_stats"):
@@ -236,7 +237,7 @@ def load_variables(checkpoint: str | os.PathLike, model, config=None) -> dict[st
     problems += [f"{k}: checkpoint {got[k]}, model {want[k]}" for k in sorted(set(want) & set(got))
                  if want[k] != got[k]]
     if problems:
-        raise ValueError(f"checkpoint {checkpoint} does not fit the configured model "
+        raise InputError(f"checkpoint {checkpoint} does not fit the configured model "
                          f"({len(problems)} problems):\n  " + "\n  ".join(problems[:50]))
     return variables
 
@@ -251,7 +252,7 @@ def list_frames(frames_dir: str) -> list[tuple[str, list[str]]]:
                       if f.lower().endswith(IMAGE_EXTENSIONS))
 
     if not os.path.isdir(frames_dir):
-        raise FileNotFoundError(f"--frames_dir {frames_dir}: no such directory")
+        raise InputError(f"--frames_dir {frames_dir}: no such directory")
     top = images(frames_dir)
     if top:
         return [("", top)]
@@ -259,9 +260,37 @@ def list_frames(frames_dir: str) -> list[tuple[str, list[str]]]:
               if os.path.isdir(os.path.join(frames_dir, d))]
     scenes = [(d, f) for d, f in scenes if f]
     if not scenes:
-        raise ValueError(f"--frames_dir {frames_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) "
+        raise InputError(f"--frames_dir {frames_dir}: no images ({', '.join(IMAGE_EXTENSIONS)}) "
                          "in it or in its sub-folders")
     return scenes
+
+
+def check_frame_sizes(scenes: list[tuple[str, list[str]]]) -> None:
+    """Every frame of a scene must have the first frame's size (read from the headers only)."""
+    from PIL import Image
+
+    for _, files in scenes:
+        sizes = {}
+        for path in files:
+            try:
+                with Image.open(path) as im:
+                    sizes[path] = im.size
+            except (OSError, ValueError) as e:
+                raise InputError(f"{path}: not a readable image ({e})") from None
+        first = files[0]
+        for path, size in sizes.items():
+            if size != sizes[first]:
+                raise InputError(f"{path}: {size[0]}x{size[1]} differs from {first} "
+                                 f"({sizes[first][0]}x{sizes[first][1]}); frames of one scene "
+                                 "must have one size")
+
+
+def check_output_path(path: str) -> None:
+    """``--output`` must name a flow file type jflow writes (.flo, .pfm, KITTI 16-bit .png)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".flo", ".pfm", ".png"):
+        raise InputError(f"--output {path}: unknown flow file extension {ext!r} (use .flo, .pfm "
+                         "or .png for a KITTI 16-bit flow PNG)")
 
 
 def _write_outputs(flow: np.ndarray, image1: np.ndarray, flo_path: str | None,
@@ -271,7 +300,7 @@ def _write_outputs(flow: np.ndarray, image1: np.ndarray, flo_path: str | None,
 
     if flo_path:
         os.makedirs(os.path.dirname(os.path.abspath(flo_path)), exist_ok=True)
-        jio.write_flo(flo_path, flow)
+        jio.write_flow(flo_path, flow)  # by extension: .flo, .pfm or KITTI 16-bit .png
     if viz_path:
         os.makedirs(os.path.dirname(os.path.abspath(viz_path)), exist_ok=True)
         jio.write_image(viz_path, viz.make_panel(image1, flow))
@@ -285,11 +314,12 @@ def run_sequence(predictor: FlowPredictor, frames_dir: str, output_dir: str,
     from jflow import io as jio
 
     scenes = list_frames(frames_dir)
+    check_frame_sizes(scenes)
     paths = [p for _, files in scenes for p in files]
     scene_ids = [s for s, files in scenes for _ in files]
     n_pairs = sum(max(len(f) - 1, 0) for _, f in scenes)
     if n_pairs == 0:
-        raise ValueError(f"--frames_dir {frames_dir}: need at least two frames in a scene")
+        raise InputError(f"--frames_dir {frames_dir}: need at least two frames in a scene")
     frames = (jio.read_image(p) for p in paths)
     written = 0
     with tqdm(total=n_pairs, desc="flow", unit="pair") as bar:
@@ -323,8 +353,22 @@ def main(argv) -> None:
     f = flags.FLAGS
     single = bool(f.image1 or f.image2)
     if single == bool(f.frames_dir):
-        raise SystemExit("jflow.predict: give either --image1/--image2/--output or "
-                         "--frames_dir/--output_dir")
+        raise InputError("give either --image1/--image2/--output or --frames_dir/--output_dir")
+    if f.iters is not None and f.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {f.iters}")
+    if single:
+        if not (f.image1 and f.image2 and f.output):
+            raise InputError("--image1, --image2 and --output are all required for one pair")
+        check_output_path(f.output)
+        image1, image2 = jio.read_image(f.image1), jio.read_image(f.image2)
+        if image1.shape != image2.shape:
+            raise InputError(f"--image2 {f.image2} is {image2.shape[1]}x{image2.shape[0]} but "
+                             f"--image1 {f.image1} is {image1.shape[1]}x{image1.shape[0]}: the "
+                             "two frames must have one size")
+    elif not f.output_dir:
+        raise InputError("--frames_dir needs --output_dir")
+    else:
+        check_frame_sizes(list_frames(f.frames_dir))  # before the model is built
     if f.checkpoint is None:
         print(f"WARNING: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr, flush=True)
     with warnings.catch_warnings():
@@ -332,15 +376,10 @@ def main(argv) -> None:
         predictor = FlowPredictor.from_config(f.config, f.checkpoint, iters=f.iters,
                                               padding=f.padding)
     if single:
-        if not (f.image1 and f.image2 and f.output):
-            raise SystemExit("jflow.predict: --image1, --image2 and --output are all required")
-        image1, image2 = jio.read_image(f.image1), jio.read_image(f.image2)
         flow = predictor.predict(image1, image2)
         _write_outputs(flow, image1, f.output, f.viz)
         print(f"wrote {f.output}" + (f" and {f.viz}" if f.viz else ""))
     else:
-        if not f.output_dir:
-            raise SystemExit("jflow.predict: --frames_dir needs --output_dir")
         n = run_sequence(predictor, f.frames_dir, f.output_dir)
         print(f"wrote {n} flows (.flo + .png) under {f.output_dir}")
 
@@ -354,7 +393,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("checkpoint", None, "jflow checkpoint directory (training or convert)")
     flags.DEFINE_string("image1", None, "first image")
     flags.DEFINE_string("image2", None, "second image")
-    flags.DEFINE_string("output", None, ".flo output for --image1/--image2")
+    flags.DEFINE_string("output", None, "flow file for --image1/--image2: .flo, .pfm or .png "
+                        "(KITTI 16-bit)")
     flags.DEFINE_string("viz", None, "optional flow picture (image | flow colour) for one pair")
     flags.DEFINE_string("frames_dir", None, "folder of frames (or of scene sub-folders)")
     flags.DEFINE_string("output_dir", None, "output folder for --frames_dir")

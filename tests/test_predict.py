@@ -180,3 +180,52 @@ def test_deq_video_reuses_the_fixed_point_and_reports_solver_stats(frames):
     expected, _ = deq._forward(frames[1], frames[2], state_init=state)
     np.testing.assert_allclose(reused[1]["flow"], expected[0], atol=1e-5)
     assert np.abs(reused[1]["flow"] - cold[1]["flow"]).max() > 1e-4
+
+
+def _predict_cli(tmp_path, *args):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("JFLOW_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "jflow.predict",
+                           f"--config={REPO}/configs/raft.py:small,smoke", *args], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _bad_frames(tmp_path, frames, case):
+    """A frames folder (or pair) broken in one way; returns (CLI args, text the error must name)."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    out = [f"--output_dir={tmp_path / 'out'}"]
+    if case == "missing_dir":
+        return [f"--frames_dir={tmp_path / 'nowhere'}", *out], "nowhere"
+    if case == "empty_dir":
+        return [f"--frames_dir={d}", *out], "no images"
+    jio.write_image(d / "a.png", frames[0])
+    if case == "one_image":
+        return [f"--frames_dir={d}", *out], "at least two frames"
+    jio.write_image(d / "b.png", frames[1][:-8])
+    if case == "mixed_sizes":
+        return [f"--frames_dir={d}", *out], "b.png"
+    if case == "pair_sizes":
+        return [f"--image1={d / 'a.png'}", f"--image2={d / 'b.png'}",
+                f"--output={tmp_path / 'out' / 'f.flo'}"], "b.png"
+    if case == "bad_output":
+        return [f"--image1={d / 'a.png'}", f"--image2={d / 'a.png'}",
+                f"--output={tmp_path / 'out' / 'f.txt'}"], "f.txt"
+    if case == "zero_iters":
+        return [f"--image1={d / 'a.png'}", f"--image2={d / 'a.png'}",
+                f"--output={tmp_path / 'out' / 'f.flo'}", "--iters=0"], "--iters"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["missing_dir", "empty_dir", "one_image", "mixed_sizes",
+                                  "pair_sizes", "bad_output", "zero_iters"])
+def test_cli_user_errors_are_one_line(tmp_path, frames, case):
+    """Each bad input: exit 1, one ``error:`` line naming the file/flag, no traceback, nothing
+    written."""
+    args, named = _bad_frames(tmp_path, frames, case)
+    proc = _predict_cli(tmp_path, *args)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and named in errors[0], proc.stderr[-3000:]
+    assert not (tmp_path / "out").exists()
