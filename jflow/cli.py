@@ -40,10 +40,49 @@ def friendly_errors(main: Callable) -> Callable:
     return wrapped
 
 
+def _flag_error_line(error: BaseException, argv: list[str]) -> str:
+    """One line for a flag / config-file problem (ml_collections raises multi-line errors)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if isinstance(error, (KeyError, AttributeError)):
+        key = str(error).strip("\"'")
+        overrides = [a for a in argv if a.startswith("--config.") and key.strip("'\"") in a]
+        where = overrides[0].split("=")[0] if overrides else "a --config override"
+        return f"{where}: no such config field ({lines[-1] if lines else key})"
+    if isinstance(error, OSError) and lines:
+        return f"--config: {lines[-1]}"
+    return " ".join(lines) or type(error).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing where a bad flag, an unknown config field or a missing or broken config
+    file is one ``error:`` line and exit 1 (``JFLOW_DEBUG=1``: the traceback)."""
+    from absl import flags
+
+    debug = os.environ.get("JFLOW_DEBUG", "") not in ("", "0")
+    try:
+        rest = flags.FLAGS(argv)
+        config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+        if type(config).__name__ == "_ErrorConfig":  # ml_collections defers load errors
+            config.to_dict()  # raises the deferred OSError
+        return rest
+    except flags.Error as e:
+        if debug:
+            raise
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # A config file's get_config() error arrives wrapped with its traceback: keep the cause.
+        msg = f"--config: {lines[-1]}" if len(lines) > 1 else (lines[0] if lines else repr(e))
+        print(f"error: {msg}", file=sys.stderr, flush=True)
+    except (OSError, KeyError, AttributeError, ValueError, TypeError, SyntaxError) as e:
+        if debug:
+            raise
+        print(f"error: {_flag_error_line(e, argv)}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
 def run_app(main: Callable, define_flags: Callable[[], None] | None = None) -> None:
     """Defines the flags (if given) and runs ``main`` under absl with :func:`friendly_errors`."""
     from absl import app
 
     if define_flags is not None:
         define_flags()
-    app.run(friendly_errors(main))
+    app.run(friendly_errors(main), flags_parser=parse_flags)

@@ -13,7 +13,8 @@ import logging as std_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jflow.cli import friendly_errors
+from jflow.cli import run_app
+from jflow.errors import InputError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (with :variants).", lock_config=True)
@@ -29,6 +30,30 @@ class _QuietLibraries(std_logging.Filter):
         return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
+def check_run(config, workdir: str) -> None:
+    """Cheap checks before anything is built: mode, workdir, data specs, submission kind."""
+    import os
+
+    from jflow.data import parse_spec
+
+    if config.mode not in ("train", "eval"):
+        raise InputError(f"--config.mode must be 'train' or 'eval', got {config.mode!r}")
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise InputError(f"--workdir {workdir}: exists and is not a directory")
+    specs = {"config.data.train": [config.data.train] if config.mode == "train" else [],
+             "config.data.val": list(config.data.val), "config.eval.datasets":
+             list(config.eval.datasets) if config.mode == "eval" else []}
+    for field, values in specs.items():
+        for spec in values:
+            try:
+                parse_spec(spec)
+            except ValueError as e:
+                raise InputError(f"--{field}: {e}") from None
+    kind = config.eval.get("submission", "")
+    if config.mode == "eval" and kind and kind not in ("sintel", "kitti"):
+        raise InputError(f"--config.eval.submission must be 'sintel' or 'kitti', got {kind!r}")
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -40,6 +65,7 @@ def main(argv: list[str]) -> None:
     logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__, jax.process_index(),
                  jax.process_count(), jax.devices())
     config = FLAGS.config
+    check_run(config, FLAGS.workdir)
     if config.mode == "train":
         from jflow import train
         train.train_and_evaluate(config, FLAGS.workdir)
@@ -52,7 +78,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console entry point ``jflow-train`` (same as ``python -m jflow.main``)."""
-    app.run(friendly_errors(main))
+    run_app(main)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,48 @@ def test_convert_error_is_one_line_under_python_m_and_entry_point(entry, tmp_pat
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and str(bad) in lines[0], proc.stderr[-3000:]
     assert not (tmp_path / "out").exists()
+
+
+MAIN_ERRORS = {
+    "missing_config_file": (["--config={configs}/nope.py"], "nope.py"),
+    "unknown_field": (["--config={configs}/raft.py:smoke", "--config.model.nope=3"],
+                      "--config.model.nope"),
+    "bad_config_variant": (["--config={configs}/raft.py:smoke,bogus"], "bogus"),
+    "bad_data_spec": (["--config={configs}/raft.py:smoke", "--config.data.train=chairz"],
+                      "chairz"),
+    "workdir_is_a_file": (["--config={configs}/raft.py:smoke", "--workdir={tmp}/file"],
+                          "--workdir"),
+    "bad_submission": (["--config={configs}/raft.py:smoke", "--config.mode=eval",
+                        "--config.eval.submission=spring"], "spring"),
+    "unknown_flag": (["--config={configs}/raft.py:smoke", "--nope"], "nope"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MAIN_ERRORS))
+def test_main_user_errors_are_one_line_before_anything_is_built(case, tmp_path):
+    import pathlib
+
+    configs = pathlib.Path(__file__).resolve().parents[1] / "configs"
+    (tmp_path / "file").write_text("not a directory")
+    args, named = MAIN_ERRORS[case]
+    args = [a.format(configs=configs, tmp=tmp_path) for a in args]
+    if not any(a.startswith("--workdir") for a in args):
+        args.append(f"--workdir={tmp_path / 'run'}")
+    proc = _run_cli(["-m", "jflow.main", *args], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and named in errors[0], proc.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_debug_environment_variable_keeps_the_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JFLOW_DEBUG="1")
+    proc = subprocess.run([sys.executable, "-m", "jflow.main", "--config=nope.py",
+                           f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
