@@ -96,3 +96,36 @@ def test_textures_are_rich():
     assert len(bank) >= 24 and all(t.dtype == np.uint8 for t in bank)
     with pytest.raises(ValueError, match="unknown kind"):
         procedural_texture(rng, 8, "plaid")
+
+
+def test_motion_has_rotation_scaling_and_occlusion(dataset):
+    """Non-translational motion: inside a layer the GT flow is affine, ``(M - I)(p - c) + t``,
+    with curl ``m10 - m01`` (rotation) and divergence ``tr(M) - 2`` (scaling); a translation-only
+    dataset would give curl = div = 0 away from layer edges. Layers move differently, and
+    surfaces get occluded (invalid although they land inside frame 2)."""
+    curls, divs, occluded = [], [], []
+    for i in range(len(dataset)):
+        s = dataset[i]
+        u, v = (s["flow"][..., k].astype(np.float64) for k in (0, 1))
+        dx = lambda c: c[1:-1, 2:] - c[1:-1, 1:-1]  # noqa: E731
+        dy = lambda c: c[2:, 1:-1] - c[1:-1, 1:-1]  # noqa: E731
+        affine = np.ones(u[1:-1, 1:-1].shape, bool)  # no layer edge in the 3x3 cross
+        for c in (u, v):
+            affine &= np.abs(c[1:-1, 2:] - 2 * c[1:-1, 1:-1] + c[1:-1, :-2]) < 1e-3
+            affine &= np.abs(c[2:, 1:-1] - 2 * c[1:-1, 1:-1] + c[:-2, 1:-1]) < 1e-3
+        assert affine.mean() > 0.5, i
+        curl, div = (dx(v) - dy(u))[affine], (dx(u) + dy(v))[affine]
+        curls.append(curl)
+        divs.append(div)
+        # several layers with different motions: several distinct curl values, each frequent
+        values, counts = np.unique(np.round(curl, 3), return_counts=True)
+        assert (counts > 20).sum() >= 2, (i, values, counts)
+        h, w = s["valid"].shape
+        yy, xx = np.mgrid[0:h, 0:w]
+        tx, ty = xx + s["flow"][..., 0], yy + s["flow"][..., 1]
+        inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
+        occluded.append((inside & ~s["valid"]).mean())
+    curls, divs = np.concatenate(curls), np.concatenate(divs)
+    assert (np.abs(curls) > 1e-2).mean() > 0.5  # measured: every affine pixel, |curl| 0.04-0.3
+    assert (np.abs(divs) > 1e-2).mean() > 0.5  # measured: 87 %, |div| up to 0.2
+    assert sum(o > 0.005 for o in occluded) >= len(occluded) // 2, occluded

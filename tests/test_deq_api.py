@@ -26,8 +26,11 @@ def test_config_is_hashable_frozen_and_accepts_dict_kwargs():
     assert a.replace(f_max_steps=60).f_max_steps == 60
     d = DEQConfig()
     assert (d.f_max_steps, d.f_tol, d.f_stop_mode, d.grad, d.phantom_steps, d.core) == (
-        40, 1e-3, "abs", "phantom", 1, "sliced")
-    assert get_solver(d.solver, **dict(d.solver_kwargs)) == get_solver("anderson", memory=6, ridge=1e-4)
+        40, 1e-3, "rel", "phantom", 1, "sliced")
+    # jflow's defaults: Anderson with the scale-free (relative) ridge, forward and backward
+    assert get_solver(d.solver, **dict(d.solver_kwargs)) == get_solver(
+        "anderson", memory=6, ridge=1e-4, relative_ridge=True)
+    assert get_solver(d.b_solver, **dict(d.b_solver_kwargs)).relative_ridge
 
 
 def test_config_validation_and_from_config():

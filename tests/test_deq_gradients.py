@@ -154,3 +154,4 @@ def test_vmap_of_ift_gradient_gives_per_sample_gradients(problem, ift_grad):
     cfg = DEQConfig(grad="ift", **TIGHT)
     per_sample = jax.jit(jax.vmap(jax.grad(lambda xs, ts: _loss(cfg, params, xs[None], ts[None]))))
     np.testing.assert_allclose(per_sample(x, target), ift_grad[1], rtol=1e-8, atol=1e-12)
+

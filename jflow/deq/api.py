@@ -61,6 +61,10 @@ def deq_fixed_point(
             return z
         if cfg.grad == "ift" and last:
             return implicit_step(f, params, x, z, backward)
+        if cfg.grad == "optimistix_ift" and last:
+            from jflow.deq.optimistix_backend import implicit_fixed_point
+
+            return implicit_fixed_point(f, params, x, z, cfg.b_tol, cfg.b_max_steps)
         return phantom_steps(f, params, x, z, cfg.phantom_steps, cfg.tau)
 
     n = cfg.n_states

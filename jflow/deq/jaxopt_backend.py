@@ -29,33 +29,13 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jflow.deq.batching import batch_to_batched as _batch_to_batched
 from jflow.deq.solvers import register_solver
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="JAXopt is no longer maintained",
                             category=DeprecationWarning)
     import jaxopt
-
-
-def _batch_to_batched(per_sample: Callable, batched: Callable, n_batched: int) -> Callable:
-    """A per-sample function whose ``vmap`` over the batch calls ``batched`` on whole arrays.
-
-    The first ``n_batched`` arguments carry the batch; the rest (closed-over inputs hoisted by
-    ``jax.closure_convert``) are passed through whole and must not be batched by ``vmap``.
-    """
-    fn = jax.custom_batching.custom_vmap(per_sample)
-
-    @fn.def_vmap
-    def _rule(axis_size, in_batched, *args):
-        if any(in_batched[n_batched:]):
-            raise NotImplementedError(
-                "jflow.deq.jaxopt_backend: vmap over the inputs f closes over is not supported; "
-                "batch them along the state's batch axis instead")
-        args = [a if b else jnp.broadcast_to(a, (axis_size,) + a.shape)
-                for a, b in zip(args[:n_batched], in_batched)] + list(args[n_batched:])
-        return batched(*args), True
-
-    return fn
 
 
 def _per_sample(f: Callable, z_example: jax.Array) -> tuple[Callable, tuple]:

@@ -49,6 +49,8 @@ def get_solver(name: str, **kwargs: Any) -> Solver:
     """Builds the registered solver ``name`` with ``kwargs`` (e.g. ``memory=6, ridge=1e-4``)."""
     if name.startswith("jaxopt_") and name not in _REGISTRY:
         from jflow.deq import jaxopt_backend  # noqa: F401  (registers the jaxopt_* solvers)
+    if name.startswith("optimistix_") and name not in _REGISTRY:
+        from jflow.deq import optimistix_backend  # noqa: F401  (registers the optimistix_* ones)
     if name not in _REGISTRY:
         raise ValueError(
             f"jflow.deq.get_solver: unknown solver {name!r}; available: {available_solvers()}"
@@ -60,8 +62,9 @@ def get_solver(name: str, **kwargs: Any) -> Solver:
 
 
 def available_solvers() -> list[str]:
-    """Names accepted by :func:`get_solver` (jaxopt ones listed even before jaxopt is imported)."""
-    names = set(_REGISTRY) | {"jaxopt_fixed_point", "jaxopt_anderson", "jaxopt_broyden"}
+    """Names accepted by :func:`get_solver` (backend ones listed before their import)."""
+    names = set(_REGISTRY) | {"jaxopt_fixed_point", "jaxopt_anderson", "jaxopt_broyden",
+                              "optimistix_fixed_point", "optimistix_newton"}
     return sorted(names)
 
 
@@ -107,16 +110,18 @@ class Anderson:
     is solved per sample in at least float32; unused slots are masked so the system stays regular,
     and a sample whose solution is not finite falls back to the plain step ``x = f(x)``.
 
-    deq-flow's ridge is absolute, so once residuals are small (``|G|^2 << lambda``) the weights
-    tend to uniform and convergence stalls (tests: no sample reaches abs 1e-5 in 400 steps on a
-    problem that the relative ridge solves in 36-40). ``relative_ridge=True`` scales lambda by the
-    mean of ``diag(G G^T)`` (scale-free; not the official behaviour).
+    ``relative_ridge=True`` (jflow's default) scales lambda by the mean of ``diag(G G^T)``, so the
+    regularisation is scale-free. deq-flow's ridge is absolute (``relative_ridge=False``, the
+    official behaviour, used by the published recipes): once residuals are small
+    (``|G|^2 << lambda``) the weights tend to uniform and convergence stalls (tests: no sample
+    reaches abs 1e-5 in 400 steps on a problem that the relative ridge solves in 36-40), and the
+    result depends on the units of the state.
     """
 
     memory: int = 6
     ridge: float = 1e-4
     beta: float = 1.0
-    relative_ridge: bool = False
+    relative_ridge: bool = True
 
     def __post_init__(self):
         if self.memory < 1:
