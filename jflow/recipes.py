@@ -79,6 +79,8 @@ DEQ_EVAL_FACTOR = 1.5  # deq-flow eval_factor: test iterations = int(f_thres * 1
 # Evaluation iterations per dataset family (protocols.md): RAFT evaluate.py, GMA evaluate.py.
 RAFT_EVAL_ITERS = {"chairs": 24, "sintel": 32, "kitti": 24, "things": 32, "synthetic": 12}
 GMA_EVAL_ITERS = {"chairs": 12, "sintel": 12, "kitti": 12, "things": 12, "synthetic": 12}
+# DIP demo.py: 20 iterations (12 when warm-started) on every dataset.
+DIP_EVAL_ITERS = {"chairs": 20, "sintel": 20, "kitti": 20, "things": 20, "synthetic": 20}
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:

@@ -63,7 +63,7 @@ def official_dip_state_dict(seed: int = 0, prefix: str = "module.") -> dict:
     return sd
 
 
-def test_pair(h: int, w: int, seed: int = 0) -> tuple:
+def make_pair(h: int, w: int, seed: int = 0) -> tuple:
     """A smooth (H, W, 3) float32 0..255 image pair (sum of sinusoids) with a smooth motion of a few
     pixels: ``image2(p + m(p)) ~ image1(p)``. Channel order as given to the official code."""
     rng = np.random.default_rng(seed)
@@ -80,3 +80,10 @@ def test_pair(h: int, w: int, seed: int = 0) -> tuple:
     mx = 3.0 + 1.5 * np.sin(2 * np.pi * y / h)
     my = -2.0 + 1.0 * np.cos(2 * np.pi * x / w)
     return render(x, y), render(x - mx, y - my)
+
+
+def make_init_flow(h: int, w: int, magnitude: float) -> np.ndarray:
+    """A smooth (H, W, 2) float32 warm-start flow with max |flow| = ``magnitude``."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([magnitude * np.cos(2 * np.pi * y / h) * 0.8,
+                     magnitude * 0.6 * np.sin(2 * np.pi * x / w)], -1).astype(np.float32)
