@@ -305,8 +305,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             with open(os.path.join(workdir, "validation.json"), "w") as f:
                 json.dump(history, f, indent=1)
 
-    if step0 == 0 or (t.eval_every and step0 % t.eval_every == 0):
-        run_eval(step0)
+    # A resumed run has validated its resume step already (it is in the history).
+    if not history or history[-1]["step"] != step0:
+        if step0 == 0 or (t.eval_every and step0 % t.eval_every == 0):
+            run_eval(step0)
+    train_log = TrainLog(os.path.join(workdir, "train_log.jsonl"), step0, enabled=is_main)
 
     # --- Loop.
     meta = {"config": json.loads(config.to_json_best_effort()), "model": config.model.name}
@@ -314,35 +317,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                unit="step")
     last_saved = ckpt.latest_step()
     t_first = time.time()
+    def checked(step: int, device_metrics: dict) -> dict[str, float]:
+        """The metrics of ``step`` on the host; stops the run (no checkpoint) if the loss is not
+        finite."""
+        metrics = _host(device_metrics)
+        if not math.isfinite(metrics["loss"]):
+            where = (f"the last checkpoint is step {last_saved} in {ckpt_dir}"
+                     if last_saved is not None else "no checkpoint was written")
+            raise NonFiniteLossError(
+                f"training stopped: the loss is {metrics['loss']} at step {step} "
+                f"(learning rate {metrics['lr']:.3g}); {where}")
+        return metrics
+
     try:
+        pending = None  # (step, metrics on the device) whose finiteness is not checked yet
         for step in range(step0, t.num_steps):
             local = next(batches)
             if step == t.debug_inject_nan_at_step:
                 local = dict(local, flow=np.full_like(local["flow"], np.nan))
             state, metrics = update(state, sharding.global_batch(local, mesh))
-            metrics = _host(metrics)
-            if not math.isfinite(metrics["loss"]):
-                where = (f"the last checkpoint is step {last_saved} in {ckpt_dir}"
-                         if last_saved is not None else "no checkpoint was written")
-                raise NonFiniteLossError(
-                    f"training stopped: the loss is {metrics['loss']} at step {step} "
-                    f"(learning rate {metrics['lr']:.3g}); {where}")
+            # Check the previous step while this one runs: pulling this step's metrics now would
+            # serialise data loading, transfer and compute.
+            if pending is not None:
+                checked(*pending)
+            pending = (step, metrics)
             if step == step0:
+                jax.block_until_ready(metrics)
                 logging.info("first step (compile + run) took %.1f s", time.time() - t_first)
             done = step + 1
             bar.update(1)
-            bar.set_postfix(_postfix(metrics), refresh=False)
-            if writer is not None and (done % t.log_every == 0 or done == t.num_steps):
-                for k, v in metrics.items():
-                    writer.add_scalar(f"train/{k}", v, done)
-            if done % max(t.ckpt_every, 1) == 0 or done == t.num_steps:
+            saving = done % max(t.ckpt_every, 1) == 0 or done == t.num_steps
+            if done % t.log_every == 0 or done == t.num_steps or saving:
+                host = checked(*pending)  # never save or log a non-finite state
+                bar.set_postfix(_postfix(host), refresh=False)
+                train_log.write(done, host)
+                if writer is not None:
+                    for k, v in host.items():
+                        writer.add_scalar(f"train/{k}", v, done)
+            if saving:
                 if ckpt.save(done, state.params, state.batch_stats, state.opt_state,
                              dict(meta, step=done), force=done == t.num_steps):
                     last_saved = done
             if done == t.num_steps or (t.eval_every and done % t.eval_every == 0):
                 run_eval(done)
+        if pending is not None:
+            checked(*pending)
     finally:
         bar.close()
+        train_log.close()
         ckpt.wait()
         ckpt.close()
         if writer is not None:
@@ -363,6 +385,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               f"  pictures      {pictures_dir}\n"
               f"  validation    {os.path.join(workdir, 'validation.json')}", flush=True)
     return summary
+
+
+class TrainLog:
+    """``train_log.jsonl``: one JSON line of training metrics per log step (for curves); a resumed
+    run drops the lines after its resume step."""
+
+    def __init__(self, path: str, start_step: int, enabled: bool = True):
+        self.file = None
+        if not enabled:
+            return
+        kept = []
+        if os.path.exists(path):
+            with open(path) as f:
+                kept = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= start_step]
+        self.file = open(path, "w")
+        self.file.writelines(kept)
+        self.file.flush()
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def read_train_log(workdir: str) -> list[dict[str, float]]:
+    """The rows of ``workdir/train_log.jsonl`` (``step``, ``loss``, ``epe``, ``lr``, ...)."""
+    path = os.path.join(workdir, "train_log.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
 
 
 def _read_history(workdir: str) -> list[dict[str, Any]]:

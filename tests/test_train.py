@@ -37,6 +37,9 @@ def test_run_writes_checkpoints_events_pictures(full_run):
         history = json.load(f)
     assert [h["step"] for h in history] == [0, 4]
     assert np.isfinite(history[-1]["synthetic"]["epe"])
+    log = train.read_train_log(s["workdir"])  # training curves, one row per log step
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["loss"]) and r["lr"] > 0 for r in log)
     meta = checkpoint.load_params(s["workdir"])["meta"]
     assert meta["step"] == 4 and meta["config"]["model"]["name"] == "deq_raft"
 
@@ -50,15 +53,19 @@ def test_training_changes_the_parameters(full_run):
 
 def test_resume_after_crash_matches_uninterrupted_run(full_run, tmp_path, capsys):
     # Crash at step 3 (after the checkpoint of step 2), then restart in the same workdir.
+    # Validation every 2 steps: the resume step (2) was validated before the crash and must not
+    # be validated again (no duplicate history entry).
     with pytest.raises(train.NonFiniteLossError, match=r"step 3\b.*last checkpoint is step 2"):
-        train.train_and_evaluate(_config(debug_inject_nan_at_step=3), str(tmp_path))
+        train.train_and_evaluate(_config(debug_inject_nan_at_step=3, eval_every=2),
+                                 str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]  # no NaN state saved
     capsys.readouterr()
-    resumed = train.train_and_evaluate(_config(), str(tmp_path))
+    resumed = train.train_and_evaluate(_config(eval_every=2), str(tmp_path))
     assert "Resumed from step 2" in capsys.readouterr().out
     assert resumed["step"] == 4
     with open(tmp_path / "validation.json") as f:  # history kept across the restart
-        assert [h["step"] for h in json.load(f)] == [0, 4]
+        assert [h["step"] for h in json.load(f)] == [0, 2, 4]
+    assert [r["step"] for r in train.read_train_log(str(tmp_path))] == [1, 2, 3, 4]
     for a, b in zip(_leaves(resumed["state"].params), _leaves(full_run["state"].params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     for a, b in zip(_leaves(resumed["state"].opt_state), _leaves(full_run["state"].opt_state)):
