@@ -1,4 +1,4 @@
-"""A small line plot drawn with PIL (matplotlib is not a dependency), shared by the experiments."""
+"""Line plots drawn with PIL (matplotlib is not a dependency): experiments, notebooks, training."""
 from __future__ import annotations
 
 import math

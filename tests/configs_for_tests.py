@@ -1,19 +1,16 @@
 """Shared tiny training setup for the trainer tests: smoke config, models and a fixed batch."""
-import importlib.util
 import pathlib
 
 import numpy as np
 
+from jflow.config_files import config_module
 from fake_flow_model import TinyFlowModel
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
 def load_config_module(name):
-    spec = importlib.util.spec_from_file_location(f"jflow_config_{name}", CONFIGS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_module(str(CONFIGS / f"{name}.py"))
 
 
 def smoke_config():

@@ -112,3 +112,14 @@ def test_debug_environment_variable_keeps_the_traceback(tmp_path):
                            f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_load_config_finds_files_and_names_a_missing_one(tmp_path, monkeypatch):
+    from jflow.config_files import load_config
+    from jflow.errors import InputError
+
+    monkeypatch.chdir(tmp_path)  # bare names fall back to the repository's configs/
+    assert load_config("raft.py:small").model.name == "raft_small"
+    assert load_config("deq_raft.py:H").model.size == "H"
+    with pytest.raises(InputError, match="nope.py"):
+        load_config("nope.py")

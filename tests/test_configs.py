@@ -1,20 +1,17 @@
 """Config files: variants, published stage settings, overrides through the absl flag."""
-import importlib.util
 import pathlib
 
 import pytest
 
 from jflow import recipes
+from jflow.config_files import config_module
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 NAMES = ("raft", "gma", "deq_raft", "deq_gma")
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"cfg_{name}", CONFIGS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return config_module(str(CONFIGS / f"{name}.py"))
 
 
 @pytest.mark.parametrize("name", NAMES)

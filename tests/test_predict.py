@@ -155,12 +155,9 @@ def test_random_weights_warn_and_checkpoint_mismatch_is_named(tmp_path):
 
 
 def _config(name, arg):
-    import importlib.util
+    from jflow.config_files import load_config
 
-    spec = importlib.util.spec_from_file_location(name, f"{REPO}/configs/{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    return load_config(f"{REPO}/configs/{name}.py" + (f":{arg}" if arg else ""))
 
 
 def test_deq_video_reuses_the_fixed_point_and_reports_solver_stats(frames):
