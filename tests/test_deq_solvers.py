@@ -84,13 +84,38 @@ def test_stats_shapes_traces_and_lowest():
 
 
 def test_per_sample_stopping_freezes_converged_samples():
-    # sample 0 starts at its fixed point; the others need many steps
-    f, z0, z_true = linear_problem(batch=3)
-    z0 = z0.at[0].set(jnp.asarray(z_true[0]))
-    z, st = _solve(f, z0, "anderson", 200, 1e-6, relative_ridge=True)
-    assert int(st["nstep"][0]) == 1 and bool(jnp.all(st["nstep"][1:] > 5))
-    assert bool(jnp.all(z[0] == z0[0]))  # bit-identical: never touched after converging
-    assert bool(jnp.all(st["abs_trace"][0] == st["abs_trace"][0, 0]))
+    # Sample 0 is an easier problem (b scaled down 1e4, so its abs residual is 1e4x smaller at
+    # every step): it converges mid-run while the others keep iterating. With the "last" rule the
+    # batched solve must return exactly the iterate of a solve truncated at sample 0's step --
+    # a loop that kept updating it (or its Anderson history) after convergence would not.
+    f, z0, _ = linear_problem(batch=3)
+    b = f(z0)  # z0 = 0: the offsets b_i
+    b = b.at[0].multiply(1e-4)
+    A = jax.jacfwd(lambda z: f(z[None])[0])(jnp.zeros(z0.shape[1]))
+    fb = lambda z: z @ A.T + b  # noqa: E731
+    solver = get_solver("anderson")
+    run = jax.jit(lambda steps, tol, z: solve(fb, z, solver, steps, tol, return_rule="last"),
+                  static_argnums=(0, 1))
+    z, st = run(200, 1e-6, z0)
+    k = int(st["nstep"][0])
+    assert 3 <= k and bool(jnp.all(st["nstep"][1:] > k + 3)), st["nstep"]  # mid-run
+    z_trunc, st_trunc = run(k, 0.0, z0)  # every sample exactly k steps, no stopping
+    assert bool(jnp.all(z[0] == z_trunc[0]))  # bit-identical
+    assert not bool(jnp.all(z[1:] == z_trunc[1:]))  # the others went on
+    np.testing.assert_array_equal(st["abs_trace"][0, :k], st_trunc["abs_trace"][0])
+    assert bool(jnp.all(st["abs_trace"][0, k:] == st["abs_trace"][0, k - 1]))
+    # a single-sample solve of sample 0 alone, truncated at its step, gives the same iterate
+    z_one, _ = jax.jit(lambda z: solve(lambda y: y @ A.T + b[:1], z, solver, k, 0.0,
+                                       return_rule="last"))(z0[:1])
+    np.testing.assert_allclose(np.asarray(z[0]), np.asarray(z_one[0]), rtol=1e-12, atol=1e-16)
+    # and it did stop there: one more step would have changed the iterate
+    z_more, _ = run(k + 1, 0.0, z0)
+    assert not bool(jnp.all(z_more[0] == z[0]))
+    # a sample that starts at its fixed point takes one evaluation and is never touched
+    _, _, z_true = linear_problem(batch=3)
+    z0b = z0.at[0].set(jnp.asarray(z_true[0]))
+    zz, st0 = jax.jit(lambda z: solve(f, z, solver, 200, 1e-6))(z0b)
+    assert int(st0["nstep"][0]) == 1 and bool(jnp.all(zz[0] == z0b[0]))
 
 
 def test_loop_exits_when_all_converged_and_returns_pytrees():
