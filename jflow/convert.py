@@ -257,6 +257,18 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], variables: Mapping[str, 
 
 # ------------------------------------------------------------------------------- model plumbing
 
+def _preprocess_liteflownet2(state: dict[str, np.ndarray], config, source: str
+                             ) -> dict[str, np.ndarray]:
+    from jflow.models.liteflownet2 import ptlflow_to_jflow_state
+    return ptlflow_to_jflow_state(state, str(config.model.get("variant", "sintel")), source)
+
+
+# Per-model re-layout of a checkpoint before the generic mapping: model name ->
+# fn(state_dict, config, source) -> state_dict (e.g. ptlflow's LiteFlowNet2: transposed convs,
+# frozen constants).
+PREPROCESS = {"liteflownet2": _preprocess_liteflownet2}
+
+
 def convert_checkpoint(config, torch_checkpoint: str | os.PathLike, output: str | os.PathLike
                        ) -> str:
     """Reads ``torch_checkpoint``, maps it onto the model ``config`` builds and writes an orbax
@@ -267,6 +279,9 @@ def convert_checkpoint(config, torch_checkpoint: str | os.PathLike, output: str 
     torch_checkpoint = os.fspath(torch_checkpoint)
     state = load_torch_state_dict(torch_checkpoint)
     model = build_model(config.model, config.deq if "deq" in config else None)
+    prep = PREPROCESS.get(str(config.model.name))
+    if prep is not None:
+        state = prep(state, config, torch_checkpoint)
     variables = torch_to_flax(state, variable_shapes(model), source=torch_checkpoint)
     with open(torch_checkpoint, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()

@@ -5,6 +5,8 @@ Both supervise a sequence of flow predictions ``(N, B, H, W, 2)`` with
 pixels stay in the denominator, as in RAFT), ``valid = (valid >= 0.5) & (|gt|_2 < max_flow)``.
 RAFT weights its ``N`` iterations ``gamma**(N-1-i)``; DEQ-Flow weights its ``n_states`` decoded
 fixed-point estimates with torchdeq's ``fp_correction`` weights (exp, linear or const).
+LiteFlowNet2 trains with :func:`multilevel_loss` (per-level L2 or generalised Charbonnier on
+scaled flow).
 """
 from __future__ import annotations
 
@@ -98,3 +100,99 @@ def fixed_point_correction_loss(
     n = jnp.shape(predictions)[0]
     return weighted_sequence_loss(predictions, flow_gt, valid, correction_weights(n, mode, gamma),
                                   max_flow=max_flow)
+
+
+# ------------------------------------------------------------------- multi-level (LiteFlowNet2)
+
+# LiteFlowNet / FlowNet level weights L6, L5, L4, L3 (and L2 for a model predicting it), and the
+# weight of the full-resolution term (mmflow's LiteFlowNet2 configs).
+LFN_LEVEL_WEIGHTS = (0.32, 0.08, 0.02, 0.01)
+LFN_L2_WEIGHT = 0.005
+LFN_FULL_RES_WEIGHT = 6.25e-4
+MULTILEVEL_KINDS = ("l2", "charbonnier")
+
+
+def _robust_norm(diff: Array) -> Array:
+    """Per-pixel L2 norm over the last axis, with a zero (not NaN) gradient at 0."""
+    s = jnp.sum(jnp.square(diff), axis=-1)
+    pos = s > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
+
+
+def _pixel_loss(pred: Array, gt: Array, kind: str, q: float, eps: float) -> Array:
+    if kind == "l2":
+        return _robust_norm(pred - gt)
+    if kind == "charbonnier":
+        return (jnp.sum(jnp.square(pred - gt), axis=-1) + eps) ** q
+    raise ValueError(f"multilevel loss kind must be one of {MULTILEVEL_KINDS}, got {kind!r}")
+
+
+def _block_mean(x: Array, fh: int, fw: int) -> Array:
+    b, h, w = x.shape[:3]
+    return jnp.mean(x.reshape(b, h // fh, fh, w // fw, fw, *x.shape[3:]), axis=(2, 4))
+
+
+def _block_max(x: Array, fh: int, fw: int) -> Array:
+    b, h, w = x.shape[:3]
+    return jnp.max(x.reshape(b, h // fh, fh, w // fw, fw, *x.shape[3:]), axis=(2, 4))
+
+
+def multilevel_loss(
+    pyramid: Sequence[Array],
+    flow: Array,
+    flow_gt: Array,
+    valid: Array,
+    level_weights: Sequence[float] = LFN_LEVEL_WEIGHTS,
+    full_res_weight: float = LFN_FULL_RES_WEIGHT,
+    *,
+    kind: str = "l2",
+    q: float = 0.2,
+    eps: float = 0.01,
+    div_flow: float = 20.0,
+    resize: str = "downsample",
+    max_flow: float = MAX_FLOW,
+) -> tuple[Array, dict[str, Array]]:
+    """LiteFlowNet's multi-level loss on scaled flow (pixel flow / ``div_flow``).
+
+    ``pyramid``: per-level predictions (B, h_l, w_l, 2) in scaled units, coarse to fine, weighted
+    by ``level_weights``; ``flow`` (B, H, W, 2) the full-resolution prediction in pixels, weighted
+    by ``full_res_weight`` (0 drops it). Per pixel ``kind`` "l2" is the end-point error and
+    "charbonnier" the generalised Charbonnier ``(|d|^2 + eps)^q`` (q 0.2, eps 0.01 when
+    fine-tuning). Each level's loss is the sum over valid pixels divided by the batch size (Caffe /
+    mmflow ``reduction='sum'``). ``resize="downsample"`` compares with the ground truth block-
+    averaged to the level (valid = any valid pixel in the block; dense data), ``"upsample"`` with
+    the prediction bilinearly upsampled to full resolution (sparse data such as KITTI); a level
+    whose size does not divide the ground truth's is always upsampled. Returns ``(loss,
+    metrics)`` with ``epe``, ``1px``, ``3px``, ``5px`` of ``flow`` over the valid pixels.
+    """
+    if resize not in ("downsample", "upsample"):
+        raise ValueError(f"multilevel_loss: resize must be 'downsample' or 'upsample', got "
+                         f"{resize!r}")
+    if len(level_weights) != len(pyramid):
+        raise ValueError(f"multilevel_loss: {len(level_weights)} level weights for "
+                         f"{len(pyramid)} pyramid levels")
+    gt = flow_gt.astype(jnp.float32)
+    b, h, w = gt.shape[:3]
+    mask = valid_mask(gt, valid, max_flow)
+    gt_s = gt / div_flow
+    loss = jnp.zeros((), jnp.float32)
+    for pred, weight in zip(pyramid, level_weights):
+        pred = pred.astype(jnp.float32)
+        ph, pw = pred.shape[1:3]
+        if resize == "downsample" and h % ph == 0 and w % pw == 0:
+            fh, fw = h // ph, w // pw
+            target, m = _block_mean(gt_s, fh, fw), _block_max(mask, fh, fw)
+        else:
+            from jflow.models.liteflownet2 import resize_bilinear
+            pred, target, m = resize_bilinear(pred, (h, w)), gt_s, mask
+        loss = loss + weight * jnp.sum(_pixel_loss(pred, target, kind, q, eps) * m) / b
+    flow = flow.astype(jnp.float32)
+    if full_res_weight:
+        loss = loss + full_res_weight * jnp.sum(
+            _pixel_loss(flow / div_flow, gt_s, kind, q, eps) * mask) / b
+    epe = jnp.sqrt(jnp.sum(jnp.square(flow - gt), axis=-1))
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    metrics = {"epe": jnp.sum(epe * mask) / count}
+    for t in (1, 3, 5):
+        metrics[f"{t}px"] = jnp.sum((epe < t) * mask) / count
+    return loss, metrics

@@ -38,7 +38,7 @@ from jflow.models.corr import CORR_KINDS
 from jflow.models.deq_raft import DEQ_SIZES, DEQRAFT
 from jflow.models.raft import RAFT
 
-MODEL_NAMES = ("raft", "raft_small", "gma", "deq_raft", "deq_gma", "dip")
+MODEL_NAMES = ("raft", "raft_small", "gma", "deq_raft", "deq_gma", "dip", "liteflownet2")
 SIZE_ALIASES = {"tiny": "T", "base": "B", "large": "L", "huge": "H", "gigantic": "G"}
 
 
@@ -68,6 +68,9 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                   mixed_precision=bool(_get(model_cfg, "mixed_precision", False)),
                   freeze_bn=bool(_get(model_cfg, "freeze_bn", False)))
     radius = _get(model_cfg, "corr_radius")
+    if name == "liteflownet2":
+        from jflow.models.liteflownet2 import LiteFlowNet2
+        return LiteFlowNet2(variant=str(_get(model_cfg, "variant", "sintel")))
     if name == "dip":
         from jflow.models.dip import DIP
         return DIP(iters=int(_get(model_cfg, "iters", 6)),
@@ -173,4 +176,6 @@ def random_variables(model: nn.Module, seed: int = 0, image_hw: tuple[int, int] 
             out["kernel_g"] = jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2))).astype(v.dtype)
         return out
 
-    return gains(dict(variables))
+    variables = gains(dict(variables))
+    fix = getattr(type(model), "constant_variables", None)  # frozen constants (LiteFlowNet2)
+    return fix(variables) if fix else variables
