@@ -135,3 +135,23 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
 
 def to_list(a) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=np.float64).ravel()]
+
+
+def show(image, title: str = "") -> None:
+    """Shows an (H, W, 3) uint8 array or an image file inline in Jupyter / Colab; elsewhere (a
+    plain ``python notebook.py`` run) prints what would be shown."""
+    from PIL import Image as PILImage
+
+    pil = (PILImage.open(image) if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__")
+           else PILImage.fromarray(np.asarray(image)))
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+        if get_ipython() is not None:
+            if title:
+                print(title)
+            display(pil)
+            return
+    except ImportError:
+        pass
+    print(f"[image {title}: {pil.width}x{pil.height}]")

@@ -24,11 +24,19 @@
 # 3. compares the gradient modes (`unrolled`, `phantom`, `ift`) with the exact implicit gradient.
 #
 # `JFLOW_NOTEBOOK_SMOKE=1` (used by the tests) shrinks every size.
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/jflow-dev/jflow/blob/main/notebooks/deq_solvers.ipynb)
 
 # %%
-import os
+# On Colab only: fetch and install jflow (elsewhere install it from the repository first:
+# `pip install -e ".[dev]"`). Takes a minute or two.
+import os, subprocess, sys  # noqa: E401
+if "google.colab" in sys.modules and not os.path.isdir("configs"):
+    subprocess.run("git clone -q --depth 1 https://github.com/jflow-dev/jflow && pip install -q ./jflow", shell=True, check=True)  # noqa: E501
+    os.chdir("jflow")
+
+# %%
 import pathlib
-import sys
 import tempfile
 
 import jax
@@ -40,28 +48,11 @@ from jflow.data.demo import sintel_dir
 from jflow.data.resize import resize_bilinear
 from jflow.deq import DEQConfig, deq_fixed_point, get_solver, solve
 from jflow.models import build_model, random_variables
+from jflow.plots import line_plot, show
 
 SMOKE = os.environ.get("JFLOW_NOTEBOOK_SMOKE") == "1"
-REPO = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]
-            if (p / "experiments" / "lineplot.py").is_file())
-sys.path.insert(0, str(REPO / "experiments"))
-from lineplot import line_plot  # noqa: E402  (a small PIL line plot, no matplotlib)
-
 OUT = pathlib.Path(os.environ.get("JFLOW_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="jflow_"))
 OUT.mkdir(parents=True, exist_ok=True)
-
-
-def show_png(path):
-    """Displays a PNG inline in Jupyter; prints its path elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-        if get_ipython() is not None:
-            display(Image(filename=str(path)))
-            return
-    except ImportError:
-        pass
-    print(f"[plot: {path}]")
 
 
 def plot_traces(traces, title, name):
@@ -71,7 +62,7 @@ def plot_traces(traces, title, name):
     path = OUT / name
     line_plot(str(path), series, title=title, xlabel="solver step", ylabel="relative residual",
               logy=True)
-    show_png(path)
+    show(path)
 
 
 # %% [markdown]
@@ -93,7 +84,8 @@ def f_toy(z):
     return jnp.tanh(z @ W.T + X)
 
 
-SOLVERS = {"naive": {}, "anderson": {}, "anderson (relative ridge)": {"relative_ridge": True},
+SOLVERS = {"naive": {}, "anderson (official ridge)": {"relative_ridge": False},
+           "anderson (relative ridge)": {},
            "broyden": {}, "jaxopt_broyden": {}}
 traces = {}
 for label, kwargs in SOLVERS.items():
@@ -108,8 +100,8 @@ plot_traces(traces, "toy problem: tanh(Wz + x)", "toy_traces.png")
 
 # %% [markdown]
 # deq-flow's Anderson uses an *absolute* ridge (1e-4): once residuals are small the regularised
-# system tends to equal weights and Anderson slows below plain iteration; `relative_ridge=True`
-# scales it with the residuals. Broyden needs no tuning here.
+# system tends to equal weights and Anderson slows below plain iteration; jflow's default
+# (`relative_ridge=True`) scales it with the residuals (`relative_ridge=False` is the official one). Broyden needs no tuning here.
 #
 # ## 2. One DEQ-RAFT forward pass
 # The same solvers inside DEQ-RAFT-T (random weights: an untrained update operator, so this only

@@ -14,8 +14,11 @@
 # %% [markdown]
 # # jflow quickstart: optical flow on two Sintel frames
 #
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/jflow-dev/jflow/blob/main/notebooks/quickstart.ipynb)
+#
 # Load a model through the Python API (`jflow.predict.FlowPredictor`), estimate the flow between
-# two frames of the Sintel demo clip, look at it, and save it as a Middlebury `.flo` file.
+# two frames of the Sintel demo clip shipped with jflow, look at it, and save it as a Middlebury
+# `.flo` file.
 #
 # **Weights.** Without a checkpoint the model has random weights and its flow is meaningless (a
 # warning says so). For real flow, convert an official checkpoint once and point `CHECKPOINT` at
@@ -27,14 +30,19 @@
 #     --torch_checkpoint=deq-flow-H-things-test-1x.pth --output=/tmp/deq_h
 # ```
 #
-# RAFT (`configs/raft.py`), RAFT-small (`configs/raft.py:small`), GMA and DEQ-GMA checkpoints
-# convert the same way; a jflow training workdir works as a checkpoint too.
-#
-# `JFLOW_NOTEBOOK_SMOKE=1` (used by the tests) runs everything on small, downscaled frames.
+# RAFT (`configs/raft.py`), RAFT-small (`configs/raft.py:small`), GMA, DEQ-GMA, DIP and
+# LiteFlowNet2 checkpoints convert the same way; a jflow training workdir works as a checkpoint
+# too. `JFLOW_NOTEBOOK_SMOKE=1` (used by the tests) runs everything on small, downscaled frames.
 
 # %%
-import importlib.util
-import os
+# On Colab only: fetch and install jflow (elsewhere install it from the repository first:
+# `pip install -e ".[dev]"`). Takes a minute or two.
+import os, subprocess, sys  # noqa: E401
+if "google.colab" in sys.modules and not os.path.isdir("configs"):
+    subprocess.run("git clone -q --depth 1 https://github.com/jflow-dev/jflow && pip install -q ./jflow", shell=True, check=True)  # noqa: E501
+    os.chdir("jflow")
+
+# %%
 import pathlib
 import tempfile
 import warnings
@@ -43,13 +51,13 @@ import numpy as np
 
 from jflow import io as jio
 from jflow import viz
-from jflow.data.resize import resize_bilinear
+from jflow.config_files import load_config
 from jflow.data.demo import sintel_dir
+from jflow.data.resize import resize_bilinear
+from jflow.plots import show
 from jflow.predict import FlowPredictor
 
 SMOKE = os.environ.get("JFLOW_NOTEBOOK_SMOKE") == "1"
-REPO = next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents]
-            if (p / "configs" / "deq_raft.py").is_file())
 FRAMES = pathlib.Path(sintel_dir())  # ten Sintel frames shipped with jflow
 CHECKPOINT = os.environ.get("JFLOW_CHECKPOINT")  # e.g. "/tmp/deq_h" from jflow.convert
 # The config must build the checkpoint's model, e.g. "raft.py" for a converted RAFT checkpoint.
@@ -58,34 +66,6 @@ CONFIG = os.environ.get("JFLOW_CONFIG") or (
 SCALE = 0.125 if SMOKE else 0.5  # the demo frames are 1024x436
 OUT = pathlib.Path(os.environ.get("JFLOW_NOTEBOOK_OUT") or tempfile.mkdtemp(prefix="jflow_"))
 OUT.mkdir(parents=True, exist_ok=True)
-
-
-def show(image, title=""):
-    """Displays a uint8 image inline in Jupyter; prints its size elsewhere."""
-    from PIL import Image
-
-    pil = Image.fromarray(np.asarray(image))
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-        if get_ipython() is not None:
-            if title:
-                print(title)
-            display(pil)
-            return
-    except ImportError:
-        pass
-    print(f"[image {title}: {pil.width}x{pil.height}]")
-
-
-def load_config(spec):
-    """``"file.py[:arg]"`` under ``configs/`` -> its ``get_config(arg)``."""
-    name, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("config", REPO / "configs" / name)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
-
 
 # %% [markdown]
 # ## Load the model
