@@ -108,4 +108,4 @@ def test_configs_build_their_model(name, arg):
     c = load(name).get_config(arg)
     model = train.build_model(c)
     assert type(model).__name__ in ("RAFT", "DEQRAFT")
-    assert getattr(model, "freeze_bn") == c.model.freeze_bn
+    assert model.freeze_bn == c.model.freeze_bn

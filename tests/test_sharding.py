@@ -134,7 +134,7 @@ def _run_script(setup: Setup, envs: list[dict[str, str]]) -> tuple[dict, list[di
         _, i, rc, stderr = failed[0]
         pytest.fail(f"run {i} of {len(envs)}: exit status {rc} (-9: killed after {TIMEOUT_S} s "
                     f"or when another run failed)\n{stderr[-3000:]}")
-    return reference, [json.loads([l for l in o.splitlines() if l.startswith("RESULT")][-1][6:])
+    return reference, [json.loads([ln for ln in o.splitlines() if ln.startswith("RESULT")][-1][6:])
                        for _, o, _ in results]
 
 
