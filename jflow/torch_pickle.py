@@ -60,13 +60,25 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False,
         raise CheckpointFileError("tensor storage must be a persistent storage, got "
                          f"{type(storage).__name__}")
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride):
+        raise CheckpointFileError(f"tensor size {size} and stride {stride} differ in length")
     if any(s < 0 for s in size + stride) or storage_offset < 0:
-        raise CheckpointFileError(f"negative tensor size/stride/offset {size} {stride} {storage_offset}")
+        raise CheckpointFileError(f"negative tensor size/stride/offset {size} {stride} "
+                                  f"{storage_offset}")
     if size and all(s > 0 for s in size):
-        last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride))
-        if last >= storage.size:
-            raise CheckpointFileError(f"tensor of size {size} stride {stride} runs past its storage "
-                             f"({storage.size} elements)")
+        # Only non-overlapping layouts: no stride 0 (expanded) or overlapping strides, so a tensor
+        # never has more elements than its storage and copying it allocates no more than the
+        # file holds.
+        reach = 0
+        for n, st in sorted(((n, st) for n, st in zip(size, stride) if n > 1),
+                            key=lambda t: t[1]):
+            if st <= reach:
+                raise CheckpointFileError(f"tensor of size {size} has overlapping or zero strides "
+                                          f"{stride}: refused")
+            reach += (n - 1) * st
+        if storage_offset + reach >= storage.size:
+            raise CheckpointFileError(f"tensor of size {size} stride {stride} runs past its "
+                                      f"storage ({storage.size} elements)")
     base = storage[storage_offset:]
     item = storage.itemsize
     return np.lib.stride_tricks.as_strided(base, size, tuple(s * item for s in stride),
@@ -138,15 +150,29 @@ def _read_zip(path: str, zf: zipfile.ZipFile) -> Any:
     if prefix + "byteorder" in zf.namelist():
         byteorder = zf.read(prefix + "byteorder").decode().strip()
 
+    archive_bytes = os.path.getsize(path)
+
     def load_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
         name = f"{prefix}data/{key}"
         try:
-            raw = zf.read(name)
+            info = zf.getinfo(name)
         except KeyError:
-            raise CheckpointFileError(f"{path}: storage '{name}' is missing from the archive") from None
-        if len(raw) < numel * dtype.itemsize:
+            raise CheckpointFileError(f"{path}: storage '{name}' is missing from the "
+                                      "archive") from None
+        nbytes = int(numel) * dtype.itemsize
+        # Checked before anything is allocated: the entry must hold the declared bytes, and an
+        # entry cannot hold more than the archive (stored) or than deflate can expand to.
+        limit = (archive_bytes if info.compress_type == zipfile.ZIP_STORED
+                 else 1032 * info.compress_size)
+        if numel < 0 or nbytes > info.file_size or info.file_size > limit:
+            raise CheckpointFileError(f"{path}: storage '{name}' declares {nbytes} bytes but the "
+                                      f"archive entry holds {info.file_size} (archive "
+                                      f"{archive_bytes} bytes): damaged or forged")
+        with zf.open(info) as fh:
+            raw = fh.read(nbytes)
+        if len(raw) < nbytes:
             raise CheckpointFileError(f"{path}: storage '{name}' holds {len(raw)} bytes, "
-                             f"expected {numel * dtype.itemsize}")
+                                      f"expected {nbytes}")
         order = "<" if byteorder == "little" else ">"
         arr = np.frombuffer(raw, dtype=dtype.newbyteorder(order) if dtype.itemsize > 1 else dtype,
                             count=numel)
@@ -171,8 +197,15 @@ def _read_legacy(path: str, f: BinaryIO) -> Any:
     plain()  # protocol version
     plain()  # sys info
     storages: dict[str, np.ndarray] = {}
+    file_bytes = os.fstat(f.fileno()).st_size
+    declared = [0]
 
     def load_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        # The storages follow the pickle in the file: together they cannot exceed its size.
+        declared[0] += int(numel) * dtype.itemsize
+        if numel < 0 or declared[0] > file_bytes:
+            raise CheckpointFileError(f"{path}: the tensors declare {declared[0]} bytes but the "
+                                      f"file has {file_bytes}: damaged or forged")
         storages[key] = np.zeros(numel, dtype)  # filled in place below, after the key list
         return storages[key]
 
@@ -207,8 +240,10 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         else:
             with open(path, "rb") as f:
                 obj = _read_legacy(path, f)
-    except CheckpointFileError:
-        raise
+    except CheckpointFileError as e:
+        if str(e).startswith(path):
+            raise
+        raise CheckpointFileError(f"{path}: {e}") from None  # name the file
     except (zipfile.BadZipFile, EOFError, OSError, pickle.UnpicklingError, ValueError,
             TypeError, KeyError, IndexError, AttributeError, zlib.error) as e:
         # A damaged archive or pickle: say which file and what broke, no traceback.

@@ -408,3 +408,61 @@ def test_deq_b_v1_and_v2_layouts_convert_exactly(v1_layout):
                                   sd[f"{mask}.2.weight"].transpose(2, 3, 1, 0))
     g = p["update_block"]["gru"]["convq2"]["kernel_g"]  # weight norm kept as g, v (exact)
     np.testing.assert_array_equal(g, sd["module.update_block.gru.convq2.weight_g"].reshape(-1))
+
+
+# ------------------------------------------------------------------- forged sizes and strides
+
+def _forged_zip(path, numel, size, stride, blob_bytes, legacy=False):
+    """A checkpoint with one float32 tensor whose storage declares ``numel`` elements and whose
+    view has ``size``/``stride``; ``blob_bytes`` bytes of storage data are actually present."""
+    from jflow.torch_pickle import _op_int, _op_str, _op_tuple
+
+    od = b"ccollections\nOrderedDict\n"
+    pid = _op_tuple([_op_str("storage"), b"ctorch\nFloatStorage\n", _op_str("0"), _op_str("cpu"),
+                     _op_int(numel)]) + b"Q"
+    args = _op_tuple([pid, _op_int(0), _op_tuple([_op_int(s) for s in size]),
+                      _op_tuple([_op_int(s) for s in stride]), b"\x89", od + b")R"])
+    pkl = b"".join([b"\x80\x02", od, b")R(", _op_str("w"),
+                    b"ctorch._utils\n_rebuild_tensor_v2\n", args, b"Ru."])
+    if legacy:
+        path.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+                         + pickle.dumps(1001, protocol=2) + pickle.dumps({}, protocol=2) + pkl
+                         + pickle.dumps(["0"], protocol=2) + struct.pack("<q", numel)
+                         + b"\0" * blob_bytes)
+        return
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("f/data.pkl", pkl)
+        zf.writestr("f/data/0", b"\0" * blob_bytes)
+
+
+@pytest.mark.parametrize("case,numel,size,stride,blob", [
+    ("stride_0", 1, (1 << 28,), (0,), 4),                  # 1 GiB from one float
+    ("overlapping", 16, (1 << 14, 1 << 14), (1, 1), 64),    # 1 GiB from 16 floats
+    ("past_storage", 4, (8,), (1,), 16),
+    ("storage_beyond_file", 1 << 32, (4,), (1,), 16),      # declares 16 GiB
+])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_forged_tensors_are_refused_before_allocating(tmp_path, case, numel, size, stride, blob,
+                                                       legacy):
+    import tracemalloc
+
+    path = tmp_path / f"{case}.pth"
+    _forged_zip(path, numel, size, stride, blob, legacy=legacy)
+    assert path.stat().st_size < 2000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=str(path)):
+            load_torch_state_dict(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{case}: {peak} bytes allocated"
+
+
+def test_a_well_formed_forged_file_still_loads(tmp_path):
+    """The forgery helper itself writes loadable files when nothing is wrong (so the refusals
+    above are about the forged fields, not the helper)."""
+    for legacy in (False, True):
+        path = tmp_path / f"ok{legacy}.pth"
+        _forged_zip(path, 4, (2, 2), (2, 1), 16, legacy=legacy)
+        np.testing.assert_array_equal(load_torch_state_dict(path)["w"], np.zeros((2, 2)))
