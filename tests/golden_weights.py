@@ -30,7 +30,8 @@ aliases (one tensor under two keys)             a copy of the first key of the g
 
 Each non-integer, non-alias, non-fixed key draws exactly ``prod(shape)`` uniforms in sorted-key
 order (``weight_g`` draws its U(0.8, 1.2) factors at its own turn and is scaled by ``||v||`` at
-the end), so the recipe does not depend on which keys came before it in the model.
+the end), so the values depend on the set of keys, shapes and dtypes, not on the order in which
+the model lists them.
 
 Golden file (``tests/data/golden/<name>.npz``, written by :func:`save_golden`)::
 
@@ -57,7 +58,11 @@ Golden file (``tests/data/golden/<name>.npz``, written by :func:`save_golden`)::
 
 To add a model: run the official code on ``seeded_state_dict(<its keys>, seed)`` in float64 and
 write the file with :func:`save_golden` (``tools/fidelity/make_golden.py`` does this for the
-RAFT family); ``tests/test_fidelity.py`` picks up every ``*.npz`` in ``tests/data/golden``.
+RAFT family); ``tests/test_fidelity.py`` picks up every ``*.npz`` in ``tests/data/golden``. It
+builds the model from ``config`` (+ ``overrides``), applies ``jflow.convert.PREPROCESS[model
+name]`` if there is one, maps the weights with ``jflow.convert.torch_to_flax``, calls
+``model.apply(variables, image1, image2[, iters=iters])`` on float32 images and compares
+``out["flow"]`` (and ``out["flow_low"]``, to ``atol / 8``, when both exist).
 """
 from __future__ import annotations
 
