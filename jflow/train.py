@@ -167,7 +167,7 @@ def make_update_fn(model, config: ml_collections.ConfigDict, mesh: jax.sharding.
 def _update_fn(model, spec: OptimSpec, mesh: jax.sharding.Mesh) -> Callable:
     tx, schedule = _optimizer(spec)
 
-    def loss_fn(params, batch_stats, batch):
+    def loss_fn(params, batch_stats, batch, rngs):
         variables = {"params": params}
         if batch_stats:
             variables["batch_stats"] = batch_stats
@@ -175,10 +175,10 @@ def _update_fn(model, spec: OptimSpec, mesh: jax.sharding.Mesh) -> Callable:
         image2 = batch["image2"].astype(jnp.float32)
         if batch_stats:
             out, new_vars = model.apply(variables, image1, image2, train=True,
-                                        mutable=["batch_stats"])
+                                        mutable=["batch_stats"], rngs=rngs)
             batch_stats = new_vars["batch_stats"]
         else:
-            out = model.apply(variables, image1, image2, train=True)
+            out = model.apply(variables, image1, image2, train=True, rngs=rngs)
         preds = out["predictions"]
         loss, metrics = losses.weighted_sequence_loss(
             preds, batch["flow"], batch["valid"], loss_weights(spec, preds.shape[0]))
@@ -189,7 +189,10 @@ def _update_fn(model, spec: OptimSpec, mesh: jax.sharding.Mesh) -> Callable:
 
     def update(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch)
+        # per-step randomness of the model (DIP's random initial flow): the "noise" stream
+        rngs = {"noise": jax.random.fold_in(jax.random.PRNGKey(0), state.step)}
+        (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
+                                                        rngs)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
