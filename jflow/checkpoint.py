@@ -96,6 +96,33 @@ class Checkpointer:
         step = self.latest_step()
         return None if step is None else self.restore(step, abstract)
 
+    def restore_newest_intact(self, abstract: Mapping[str, PyTree]
+                              ) -> tuple[dict[str, PyTree] | None, list[str]]:
+        """The newest checkpoint that restores, and one line per newer one that did not (damaged:
+        a truncated or missing file). Damaged steps are moved aside to ``<step>.damaged`` (kept,
+        not deleted) so that training can write that step again. ``(None, skipped)`` when none
+        restores."""
+        skipped = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                restored = self.restore(step, abstract)
+            except Exception as e:  # noqa: BLE001  (orbax / tensorstore raise many types)
+                src = os.path.join(self.directory, str(step))
+                dst = f"{src}.damaged"
+                n = 1
+                while os.path.exists(dst):
+                    n += 1
+                    dst = f"{src}.damaged{n}"
+                os.rename(src, dst)
+                skipped.append(f"{src}: {_cause(e)}; moved to {dst}")
+                continue
+            if skipped:
+                self._manager.reload()
+            return restored, skipped
+        if skipped:
+            self._manager.reload()
+        return None, skipped
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 
@@ -127,6 +154,26 @@ def _restore(manager: ocp.CheckpointManager, directory: str, step: int,
     return out
 
 
+def _cause(error: BaseException) -> str:
+    """A one-line description of why a checkpoint did not restore."""
+    first = next((ln.strip() for ln in str(error).splitlines() if ln.strip()), "")
+    return f"unreadable or damaged ({type(error).__name__}: {first[:300]})"
+
+
+def read_meta(step_dir: str) -> dict[str, Any]:
+    """The JSON ``meta`` item of a step directory (``{}`` when absent or unreadable)."""
+    import glob
+    import json
+
+    for path in sorted(glob.glob(os.path.join(step_dir, "meta", "*"))):
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
 def save_checkpoint(directory: str | os.PathLike, step: int, params: PyTree,
                     batch_stats: PyTree = None, opt_state: PyTree = None,
                     meta: Mapping[str, Any] | None = None) -> str:
@@ -150,8 +197,7 @@ def _resolve(path: str | os.PathLike) -> tuple[str, int]:
         raise CheckpointError(f"{path}: step directories must be named by their step number")
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
-    steps = sorted(int(d) for d in os.listdir(path)
-                   if d.isdigit() and os.path.isdir(os.path.join(path, d, "params")))
+    steps = _steps(path)
     if not steps:
         raise CheckpointError(f"{path}: no checkpoint found (expected <step>/params from "
                               "jflow training or jflow.convert)")
@@ -165,10 +211,63 @@ def load_params(path: str | os.PathLike, step: int | None = None) -> dict[str, P
     step is used unless ``step`` is given. Works with or without an optimiser state.
     """
     directory, latest = _resolve(path)
-    step = latest if step is None else step
+    explicit = step is not None or os.path.isdir(os.path.join(os.path.abspath(path), "params"))
+    candidates = [latest if step is None else step]
+    if not explicit:  # a workdir or checkpoints folder: fall back to older intact steps
+        candidates += sorted((s for s in _steps(directory) if s < latest), reverse=True)
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+    skipped = []
     try:
-        out = _restore(manager, directory, step, {}, items=("params", "batch_stats"))
+        for s in candidates:
+            try:
+                out = _restore(manager, directory, s, {}, items=("params", "batch_stats"))
+            except CheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001  (orbax / tensorstore raise many types)
+                skipped.append(f"{os.path.join(directory, str(s))}: {_cause(e)}")
+                continue
+            for line in skipped:
+                print(f"WARNING: skipped checkpoint {line}; using step {s}", flush=True)
+            return {"params": out["params"], "batch_stats": out["batch_stats"],
+                    "meta": out["meta"]}
     finally:
         manager.close()
-    return {"params": out["params"], "batch_stats": out["batch_stats"], "meta": out["meta"]}
+    raise CheckpointError("no intact checkpoint: " + "; ".join(skipped))
+
+
+def _steps(directory: str) -> list[int]:
+    return sorted(int(d) for d in os.listdir(directory)
+                  if d.isdigit() and os.path.isdir(os.path.join(directory, d, "params")))
+
+
+def _flat_shapes(tree: PyTree) -> dict[str, tuple]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in flat}
+
+
+def load_checked(path: str | os.PathLike, model, model_name: str | None = None
+                 ) -> dict[str, PyTree]:
+    """:func:`load_params`, then checked against ``model`` (a Flax module): a checkpoint of another
+    model (``meta`` names it) or of another size is one :class:`CheckpointError` listing the
+    missing, unexpected and misshapen variables. Returns ``{'params', 'batch_stats'?, 'meta'}``."""
+    from jflow.models import variable_shapes
+
+    loaded = load_params(path)
+    name = (loaded.get("meta") or {}).get("model")
+    if model_name and name and name != model_name:
+        raise CheckpointError(f"checkpoint {path} holds a '{name}' model but the config builds "
+                              f"'{model_name}'")
+    variables = {"params": loaded["params"]}
+    if loaded.get("batch_stats"):
+        variables["batch_stats"] = loaded["batch_stats"]
+    expected = {k: v for k, v in variable_shapes(model).items() if k in ("params", "batch_stats")}
+    want, got = _flat_shapes(expected), _flat_shapes(variables)
+    problems = [f"missing {k}" for k in sorted(set(want) - set(got))]
+    problems += [f"unexpected {k}" for k in sorted(set(got) - set(want))]
+    problems += [f"{k}: checkpoint {got[k]}, model {want[k]}" for k in sorted(set(want) & set(got))
+                 if want[k] != got[k]]
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit the configured model "
+                              f"({len(problems)} problems): " + "; ".join(problems[:20])
+                              + ("; ..." if len(problems) > 20 else ""))
+    return dict(variables, meta=loaded.get("meta") or {})

@@ -251,12 +251,11 @@ def write_kitti_submission(predict: Predictor, source: Sequence[dict], output_di
 def load_model(config: ml_collections.ConfigDict, workdir: str):
     """The model of ``config`` and its variables from ``config.eval.checkpoint`` or ``workdir``."""
     from jflow import checkpoint, train
-    path = config.eval.checkpoint or workdir
-    loaded = checkpoint.load_params(path)
-    variables = {"params": loaded["params"]}
-    if loaded["batch_stats"]:
-        variables["batch_stats"] = loaded["batch_stats"]
-    return train.build_model(config), variables, loaded["meta"]
+    model = train.build_model(config)
+    loaded = checkpoint.load_checked(config.eval.checkpoint or workdir, model,
+                                     str(config.model.name))
+    meta = loaded.pop("meta")
+    return model, loaded, meta
 
 
 def evaluate_and_report(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -212,34 +212,13 @@ class FlowPredictor:
 
 # --------------------------------------------------------------------------------- checkpoints
 
-def _flat_shapes(tree: PyTree) -> dict[str, tuple]:
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in flat}
-
-
 def load_variables(checkpoint: str | os.PathLike, model, config=None) -> dict[str, PyTree]:
-    """Loads ``params``/``batch_stats`` from ``checkpoint`` and checks them against ``model``."""
-    from jflow.checkpoint import load_params
-    from jflow.models import variable_shapes
+    """Loads ``params``/``batch_stats`` from ``checkpoint`` and checks them against ``model``
+    (:func:`jflow.checkpoint.load_checked`)."""
+    from jflow.checkpoint import load_checked
 
-    loaded = load_params(checkpoint)
-    name = (loaded.get("meta") or {}).get("model")
-    if config is not None and name and name != str(config.model.name):
-        raise InputError(f"checkpoint {checkpoint} holds a '{name}' model but the config builds "
-                         f"'{config.model.name}'")
-    variables = {"params": loaded["params"]}
-    if loaded.get("batch_stats"):
-        variables["batch_stats"] = loaded["batch_stats"]
-    expected = {k: v for k, v in variable_shapes(model).items() if k in ("params", "batch_stats")}
-    want, got = _flat_shapes(expected), _flat_shapes(variables)
-    problems = [f"missing {k}" for k in sorted(set(want) - set(got))]
-    problems += [f"unexpected {k}" for k in sorted(set(got) - set(want))]
-    problems += [f"{k}: checkpoint {got[k]}, model {want[k]}" for k in sorted(set(want) & set(got))
-                 if want[k] != got[k]]
-    if problems:
-        raise InputError(f"checkpoint {checkpoint} does not fit the configured model "
-                         f"({len(problems)} problems):\n  " + "\n  ".join(problems[:50]))
-    return variables
+    loaded = load_checked(checkpoint, model, None if config is None else str(config.model.name))
+    return {k: v for k, v in loaded.items() if k in ("params", "batch_stats")}
 
 
 # ----------------------------------------------------------------------------------------- CLI

@@ -255,11 +255,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpt = ckpt_lib.Checkpointer(ckpt_dir, max_to_keep=t.keep_ckpts,
                                  save_interval_steps=max(t.ckpt_every, 1))
     history: list[dict[str, Any]] = []
+    restored = None
     if ckpt.latest_step() is not None:
+        check_workdir_model(ckpt_dir, ckpt.latest_step(), config)
         abstract = abstract_train_state(model, config, mesh)
-        restored = ckpt.restore(None, {"params": abstract.params,
-                                       "batch_stats": abstract.batch_stats,
-                                       "opt_state": abstract.opt_state})
+        restored, skipped = ckpt.restore_newest_intact({"params": abstract.params,
+                                                        "batch_stats": abstract.batch_stats,
+                                                        "opt_state": abstract.opt_state})
+        for line in skipped:
+            print(f"WARNING: skipped checkpoint {line}", flush=True)
+        if restored is None:
+            raise ckpt_lib.CheckpointError(f"{ckpt_dir}: no checkpoint restores (all damaged); "
+                                           "move the folder away to start over")
+    if restored is not None:
         step0 = int(restored["meta"]["step"])
         state = TrainState(step=sharding.replicate(jnp.asarray(step0, jnp.int32), mesh),
                            params=restored["params"], batch_stats=restored["batch_stats"],
@@ -423,6 +431,20 @@ def read_train_log(workdir: str) -> list[dict[str, float]]:
         return []
     with open(path) as f:
         return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def check_workdir_model(ckpt_dir: str, step: int, config: ml_collections.ConfigDict) -> None:
+    """A workdir's checkpoints must hold the configured model (name and size), else one clear
+    error instead of a tree-structure diff from the restore."""
+    meta = ckpt_lib.read_meta(os.path.join(ckpt_dir, str(step)))
+    saved = (meta.get("config") or {}).get("model") or {}
+    want = {"name": str(config.model.name), "size": str(config.model.get("size", ""))}
+    got = {k: str(saved.get(k, "")) for k in want}
+    if saved and got != want:
+        raise ckpt_lib.CheckpointError(
+            f"{ckpt_dir} holds a {got['name']}{'-' + got['size'] if got['size'] else ''} model "
+            f"but the config builds {want['name']}{'-' + want['size'] if want['size'] else ''}: "
+            "use another --workdir (or the matching config)")
 
 
 def _read_history(workdir: str) -> list[dict[str, Any]]:

@@ -117,3 +117,59 @@ def test_mixed_precision_update_close_to_float32():
     assert bf16["loss"] != f32["loss"]  # bfloat16 really was used
     np.testing.assert_allclose(bf16["loss"], f32["loss"], rtol=5e-2)
     print(f"loss float32 {f32['loss']:.6f} bfloat16 {bf16['loss']:.6f}")
+
+
+def _damage_latest(workdir):
+    """Truncates the largest array file of the latest checkpoint (step 4) to half its size."""
+    files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "checkpoints", "4",
+                                                                       "params")) for f in fs]
+    victim = max(files, key=os.path.getsize)
+    with open(victim, "r+b") as fh:
+        fh.truncate(os.path.getsize(victim) // 2)
+    return victim
+
+
+def test_damaged_latest_checkpoint_resumes_from_the_newest_intact_one(full_run, tmp_path,
+                                                                      capsys):
+    import shutil
+
+    from jflow.predict import load_variables
+    from jflow.train import build_model
+
+    work = tmp_path / "run"
+    shutil.copytree(full_run["workdir"], work)
+    _damage_latest(work)
+    config = _config()
+    # predict / eval on the damaged step itself: one error naming it
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/4\b.*damaged"):
+        checkpoint.load_params(work / "checkpoints" / "4")
+    # ... on the workdir: the newest intact step (2), saying what was skipped
+    capsys.readouterr()
+    variables = load_variables(work, build_model(config), config)
+    assert "skipped checkpoint" in capsys.readouterr().out
+    at2 = checkpoint.load_params(work / "checkpoints" / "2")["params"]
+    for a, b in zip(_leaves(variables["params"]), _leaves(at2)):
+        np.testing.assert_array_equal(a, b)
+    # training resumes from step 2 and says which checkpoint it skipped
+    resumed = train.train_and_evaluate(config, str(work))
+    out = capsys.readouterr().out
+    assert "skipped checkpoint" in out and "Resumed from step 2" in out
+    assert resumed["step"] == 4
+
+
+def test_workdir_of_another_model_is_one_clear_error(full_run, tmp_path):
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(full_run["workdir"], work)
+    other = cft.load_config_module("raft").get_config("small,smoke")
+    with pytest.raises(checkpoint.CheckpointError, match="holds a deq_raft-T model but the config "
+                                                         "builds raft_small"):
+        train.train_and_evaluate(other, str(work))
+    from jflow import evaluate  # eval of that workdir with the other config: named, not a diff
+    with pytest.raises(checkpoint.CheckpointError, match="holds a 'deq_raft' model"):
+        evaluate.load_model(other, str(work))
+    bigger = _config()
+    bigger.model.size = "B"  # same model, another size: the misshapen variables are listed
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not fit.*problems\): .*model \("):
+        evaluate.load_model(bigger, str(work))
