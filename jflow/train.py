@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from jflow import checkpoint as ckpt_lib
+from jflow.errors import UserError
 from jflow import losses
 from jflow import schedules
 from jflow import sharding
@@ -42,6 +43,31 @@ class TrainState(flax.struct.PyTreeNode):
 
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss became NaN or inf."""
+
+
+class WorkdirBusyError(UserError):
+    """Another live training process holds the workdir."""
+
+
+def lock_workdir(workdir: str):
+    """An exclusive lock on ``workdir/.lock`` for this process's lifetime (an OS file lock: a
+    killed run leaves nothing stuck). Raises :class:`WorkdirBusyError` when a live run holds it."""
+    import fcntl
+
+    fh = open(os.path.join(workdir, ".lock"), "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise WorkdirBusyError(f"--workdir {workdir} is in use by a running training ({holder}); "
+                               "wait for it or use another --workdir") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,11 +261,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     Returns a summary: final step, validation results at the first and the last evaluation, and
     the output locations.
     """
-    from jflow import evaluate as eval_lib  # imported late: it pulls in data readers and viz
-    from tqdm import tqdm
-
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
+    # One workdir, one trainer: an OS file lock, released when this process ends (even killed).
+    lock = lock_workdir(workdir) if jax.process_index() == 0 else None
+    try:
+        return _train_and_evaluate(config, workdir)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from jflow import evaluate as eval_lib  # imported late: it pulls in data readers and viz
+
     t = config.train
     is_main = jax.process_index() == 0
 

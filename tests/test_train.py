@@ -173,3 +173,27 @@ def test_workdir_of_another_model_is_one_clear_error(full_run, tmp_path):
     bigger.model.size = "B"  # same model, another size: the misshapen variables are listed
     with pytest.raises(checkpoint.CheckpointError, match=r"does not fit.*problems\): .*model \("):
         evaluate.load_model(bigger, str(work))
+
+
+def test_one_workdir_one_trainer_and_a_killed_run_leaves_no_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    held = train.lock_workdir(str(tmp_path))
+    with pytest.raises(train.WorkdirBusyError, match=f"{tmp_path}.*in use.*pid {os.getpid()}"):
+        train.train_and_evaluate(_config(), str(tmp_path))  # refused before building anything
+    held.close()
+    # a process killed with SIGKILL while holding the lock does not leave it stuck
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from jflow.train import lock_workdir; "
+        f"held = lock_workdir({str(tmp_path)!r}); print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "locked"
+    with pytest.raises(train.WorkdirBusyError):
+        train.lock_workdir(str(tmp_path))
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    time.sleep(0.1)
+    train.lock_workdir(str(tmp_path)).close()
