@@ -1,8 +1,8 @@
 """Published training recipes and the shared config skeleton used by ``configs/*.py``.
 
 Stage tables: RAFT ``train_standard.sh``, GMA ``train.sh``, DEQ-Flow v2 ``train_H.sh`` (Chairs,
-Things) and v1 ``train_H_full.sh`` (Sintel, KITTI); see ``/work/shared/reference/protocols.md``
-and ``deq.md``. Every config file builds on :func:`base_config` and :func:`apply_stage`, so the
+Things) and v1 ``train_H_full.sh`` (Sintel, KITTI), as the papers and official repositories
+publish them. Every config file builds on :func:`base_config` and :func:`apply_stage`, so the
 numbers live here once.
 """
 from __future__ import annotations
