@@ -16,11 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jflow.errors import UserError
+
 PyTree = Any
 ARRAY_ITEMS = ("params", "batch_stats", "opt_state")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint directory that cannot be read or a state that must not be written."""
 
 

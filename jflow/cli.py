@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from typing import Callable
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message already says what is wrong with the user's input or run."""
-    from jflow.checkpoint import CheckpointError
-    from jflow.convert import ConversionError
-    from jflow.data.errors import DatasetError
-    from jflow.io import FlowFileError
-    from jflow.torch_pickle import CheckpointFileError
+    """Errors whose message already says what is wrong with the user's input or run: every
+    :class:`jflow.errors.UserError` (bad files, datasets, checkpoints, conversions, flags, a
+    non-finite loss)."""
     from jflow.errors import UserError
-    from jflow.train import NonFiniteLossError
 
-    return (UserError, CheckpointError, CheckpointFileError, ConversionError, DatasetError,
-            FlowFileError, NonFiniteLossError)
+    return (UserError,)
 
 
 def friendly_errors(main: Callable) -> Callable:
@@ -86,3 +82,18 @@ def run_app(main: Callable, define_flags: Callable[[], None] | None = None) -> N
     if define_flags is not None:
         define_flags()
     app.run(friendly_errors(main), flags_parser=parse_flags)
+
+
+def cli_logging() -> None:
+    """For the CLIs: jflow's INFO notes on stderr; other libraries' (orbax) absl logs only at
+    ERROR."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    jlog = logging.getLogger("jflow")
+    if not jlog.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        jlog.addHandler(handler)
+    jlog.setLevel(logging.INFO)
+    jlog.propagate = False

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from jflow.deq.weight_norm import fold_weight_norm
+from jflow.errors import UserError
 from jflow.torch_pickle import load_torch_state_dict
 
 log = logging.getLogger("jflow.convert")  # not __main__ under python -m
@@ -55,7 +56,7 @@ ALIASES = (("downsample.1", "norm4"), ("downsample.1", "norm3"))
 MOVES = (("update_block.mask.", "mask."),)
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """The checkpoint does not match the model: lists every missing, unexpected or misshapen key."""
 
 
@@ -292,25 +293,12 @@ def convert_checkpoint(config, torch_checkpoint: str | os.PathLike, output: str 
                            None, meta)
 
 
-def cli_logging() -> None:
-    """For the CLIs: jflow's INFO notes on stderr; other libraries' (orbax) absl logs only at
-    ERROR."""
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.ERROR)
-    jlog = logging.getLogger("jflow")
-    if not jlog.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        jlog.addHandler(handler)
-    jlog.setLevel(logging.INFO)
-    jlog.propagate = False
-
-
 def main(argv) -> None:
     from absl import flags
 
     del argv
+    from jflow.cli import cli_logging
+
     cli_logging()
     cfg = flags.FLAGS.config
     out = convert_checkpoint(cfg, flags.FLAGS.torch_checkpoint, flags.FLAGS.output)

@@ -19,6 +19,8 @@ from typing import Any, Optional, Union
 import numpy as np
 from PIL import Image
 
+from jflow.errors import UserError
+
 PathLike = Union[str, os.PathLike]
 MAX_SIDE = 100_000
 MAX_PIXELS = 2 ** 28
@@ -27,7 +29,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> channels (palette not supported)
 
 
-class FlowFileError(ValueError):
+class FlowFileError(UserError):
     """A flow or image file (or an array to be written) is missing, malformed or unsupported."""
 
 

@@ -325,7 +325,7 @@ def main(argv) -> None:
     from absl import flags
 
     from jflow import io as jio
-    from jflow.convert import cli_logging
+    from jflow.cli import cli_logging
 
     del argv
     cli_logging()

@@ -23,6 +23,8 @@ from typing import Any, BinaryIO, Callable, Mapping
 import ml_dtypes
 import numpy as np
 
+from jflow.errors import UserError
+
 _STORAGE_DTYPES: dict[str, np.dtype] = {
     "DoubleStorage": np.dtype(np.float64),
     "FloatStorage": np.dtype(np.float32),
@@ -39,7 +41,7 @@ _DTYPE_STORAGES = {dtype: name for name, dtype in _STORAGE_DTYPES.items()}
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
-class CheckpointFileError(ValueError):
+class CheckpointFileError(UserError):
     """A ``.pth`` file that cannot be read as a checkpoint; the message names the file."""
 
 

@@ -41,7 +41,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: PyTree
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Training stopped because the loss became NaN or inf."""
 
 

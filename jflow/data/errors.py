@@ -1,7 +1,8 @@
 """Dataset errors: a missing or incomplete folder, or a sample that cannot be read."""
+from jflow.errors import UserError
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset folder is missing or incomplete; the message lists the expected layout."""
 
 
