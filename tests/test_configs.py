@@ -7,7 +7,7 @@ from jflow import recipes
 from jflow.config_files import config_module
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-NAMES = ("raft", "gma", "deq_raft", "deq_gma")
+NAMES = ("raft", "gma", "deq_raft", "deq_gma", "dip")
 
 
 def load(name):

@@ -144,25 +144,40 @@ class UpdateBlock(nn.Module):
 
 
 # ------------------------------------------------------------------------------- patch match
-def _warp(img: Array, coords: Array) -> Array:
-    """Bilinear sample of ``img`` (B, H, W, C) at ``coords`` already clamped to the image (torch
-    ``grid_sample(align_corners=True, padding_mode="border")``); four gathers accumulated so the
-    (B, 4N, C) stack of ``bilinear_sample`` is never built (DIP warps 256 channels at 1/4)."""
-    b, h, w, c = img.shape
+# Bilinear corners (dx, dy) of a sample point: top-left, top-right, bottom-left, bottom-right.
+CORNERS = ((0, 0), (1, 0), (0, 1), (1, 1))
+
+
+def _corner(flat: Array, coords: Array, corner: Array, h: int, w: int) -> Array:
+    """One weighted bilinear corner of torch ``grid_sample(align_corners=True,
+    padding_mode="border")``: ``flat`` (B, H*W, C), ``coords`` (B, H', W', 2) clamped to the image,
+    ``corner`` a traced (dx, dy) in {0, 1}^2 -> (B, H', W', C) = weight * value."""
+    b, c = flat.shape[0], flat.shape[-1]
     x, y = coords[..., 0], coords[..., 1]
     x0f, y0f = jnp.floor(x), jnp.floor(y)
     fx, fy = x - x0f, y - y0f
-    x0 = x0f.astype(jnp.int32)
-    y0 = y0f.astype(jnp.int32)
-    x1 = jnp.minimum(x0 + 1, w - 1)
-    y1 = jnp.minimum(y0 + 1, h - 1)
+    xi = jnp.minimum(x0f.astype(jnp.int32) + corner[0], w - 1)
+    yi = jnp.minimum(y0f.astype(jnp.int32) + corner[1], h - 1)
+    wgt = (jnp.where(corner[0] == 1, fx, 1 - fx) * jnp.where(corner[1] == 1, fy, 1 - fy))
+    vals = jax.vmap(lambda im, i: im[i])(flat, (yi * w + xi).reshape(b, -1))
+    return vals.reshape(*x.shape, c) * wgt[..., None]
+
+
+def _warp(img: Array, coords: Array) -> Array:
+    """Bilinear sample of ``img`` (B, H, W, C) at ``coords`` already clamped to the image (torch
+    ``grid_sample(align_corners=True, padding_mode="border")``). The four corners are gathered
+    one after the other (``lax.scan``), so at most one (B, N, C) gather is alive: DIP warps
+    256-channel maps at 1/4 resolution, where RAFT-style sampling would hold four at once."""
+    b, h, w, c = img.shape
     flat = img.reshape(b, h * w, c)
-    take = jax.vmap(lambda im, i: im[i])
-    out = 0.0
-    for yi, wy in ((y0, 1 - fy), (y1, fy)):
-        for xi, wx in ((x0, 1 - fx), (x1, fx)):
-            vals = take(flat, (yi * w + xi).reshape(b, -1)).reshape(b, *x.shape[1:], c)
-            out = out + vals * (wx * wy)[..., None]
+    corners = jnp.asarray(CORNERS, jnp.int32)
+
+    def body(acc, corner):
+        return acc + _corner(flat, coords, corner, h, w), None
+
+    # the first corner is the initial carry: a zeros constant would be shared by every scan
+    # of the unrolled iterations and keep a full-size buffer alive per call
+    out, _ = jax.lax.scan(body, _corner(flat, coords, corners[0], h, w), corners[1:])
     return out
 
 
@@ -171,50 +186,60 @@ def _clamp(coords: Array, h: int, w: int) -> Array:
                      axis=-1)
 
 
-def _prop_feature_index(shift: int, channels: int) -> np.ndarray:
-    """For warped channel ``i = shift * C + c`` of the official (N, C/2, 2, 5, H, W) view: the F1
-    channel it multiplies, ``2 * (i // 10) + (i % 10) // 5``."""
-    i = shift * channels + np.arange(channels)
-    return 2 * (i // 10) + (i % 10) // 5
-
-
 def inverse_propagation(f1: Array, f2: Array, flow: Array) -> Array:
     """The official ``PathMatch.inverse_propagation`` (10 channels), channel layout included.
 
     Official: warp ``S2 = [F2, tl, tr, dl, dr]`` (5C channels) at ``p + flow``, view it as
     (N, C/2, 2, 5, H, W), multiply by F1 viewed as (N, C/2, 2, 1, H, W), mean over axis 1, view
-    as 10 channels: output ``j`` averages ``W[i] * F1[2 (i // 10) + (i % 10) // 5]`` over the
-    warped channels ``i`` with ``i % 10 == j``. Here each shifted map is warped on its own (a
-    replicate-padded shift of F2 sampled at the border-clamped point equals F2 sampled at the
-    clamped point + shift, clamped again) and its products are binned by ``i % 10`` through a
-    zero-padded reshape, so no 5C-channel tensor is built.
+    as 10 channels: output ``j`` averages ``W[i] * F1[2 (i // 10) + (i % 10) // 5]`` (that is
+    ``W[i] * F1[i // 5]``) over the warped channels ``i`` with ``i % 10 == j``.
+
+    Here the 5C-channel tensor is never built: a replicate-padded shift of F2 sampled at the
+    border-clamped point equals F2 sampled at the clamped point + shift, clamped again, so each
+    (shift, bilinear corner) pair is one gather of F2, multiplied by F1's channels ``i // 5`` and
+    binned by ``i % 10``; the 20 pairs run one after the other (``lax.scan``).
     """
     b, h, w, c = f1.shape
     if c % 2 or f2.shape != f1.shape:
         raise ValueError(f"inverse_propagation: feature maps {f1.shape}, {f2.shape}")
     q = _clamp(geometry.coords_grid(b, h, w, flow.dtype) + flow, h, w)
-    out = 0.0
-    for s, (dx, dy) in enumerate(SHIFTS):
-        qs = q if s == 0 else _clamp(q + jnp.asarray([dx, dy], q.dtype), h, w)
-        prod = _warp(f2, qs) * f1[..., _prop_feature_index(s, c)]
-        left = (s * c) % 10
-        right = (-(left + c)) % 10
-        prod = jnp.pad(prod, ((0, 0), (0, 0), (0, 0), (left, right)))
-        out = out + jnp.sum(prod.reshape(b, h, w, -1, 10), axis=3)
+    flat = f2.reshape(b, h * w, c)
+    pairs = [(s, d, k) for s, d in enumerate(SHIFTS) for k in CORNERS]
+    shift_ids = jnp.asarray([p[0] for p in pairs], jnp.int32)
+    offsets = jnp.asarray([p[1] for p in pairs], q.dtype)
+    corners = jnp.asarray([p[2] for p in pairs], jnp.int32)
+    bins = jnp.arange(10)
+
+    def body(out, xs):
+        s, offset, corner = xs
+        i = s * c + jnp.arange(c)  # warped channel index in the official 5C layout
+        g1 = jnp.take(f1, i // 5, axis=-1)
+        onehot = (i[:, None] % 10 == bins[None]).astype(f1.dtype)
+        prod = _corner(flat, _clamp(q + offset, h, w), corner, h, w) * g1
+        return out + jnp.einsum("bhwc,cj->bhwj", prod, onehot,
+                                precision=jax.lax.Precision.HIGHEST), None
+
+    out, _ = jax.lax.scan(body, jnp.zeros((b, h, w, 10), f1.dtype),
+                          (shift_ids, offsets, corners))
     return out / (c // 2)
 
 
 def local_search(f1: Array, f2: Array, flow: Array, radius: int = 2) -> Array:
     """The official ``PathMatch.search`` (25 channels): warp F2 at ``p + flow`` (border), pad it by
-    replication, ``mean_c(F1 * window)`` for offsets (ox, oy), channel ``(ox+2)*5 + (oy+2)``."""
-    b, h, w, _ = f1.shape
+    replication, ``mean_c(F1 * window)`` for offsets (ox, oy), channel ``(ox+2)*5 + (oy+2)``.
+    The 25 windows are visited one after the other (``lax.scan`` over dynamic slices)."""
+    b, h, w, c = f1.shape
     q = _clamp(geometry.coords_grid(b, h, w, flow.dtype) + flow, h, w)
     warped = _warp(f2, q)
     k = 2 * radius + 1
     padded = jnp.pad(warped, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
-    costs = [jnp.mean(f1 * padded[:, oy:oy + h, ox:ox + w], axis=-1)
-             for ox in range(k) for oy in range(k)]
-    return jnp.stack(costs, axis=-1)
+    offsets = jnp.asarray([(ox, oy) for ox in range(k) for oy in range(k)], jnp.int32)
+
+    def cost(offset):
+        window = jax.lax.dynamic_slice(padded, (0, offset[1], offset[0], 0), (b, h, w, c))
+        return jnp.mean(f1 * window, axis=-1)
+
+    return jnp.moveaxis(jax.lax.map(cost, offsets), 0, -1)
 
 
 def avg_pool(x: Array, k: int) -> Array:
