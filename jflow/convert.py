@@ -278,6 +278,10 @@ def convert_checkpoint(config, torch_checkpoint: str | os.PathLike, output: str 
     from jflow.models import build_model, variable_shapes
 
     torch_checkpoint = os.fspath(torch_checkpoint)
+    existing = os.path.join(os.fspath(output), "0")
+    if os.path.exists(existing):
+        raise ConversionError(f"--output {output}: already holds a converted checkpoint "
+                              f"({existing}); choose a new folder or remove it")
     state = load_torch_state_dict(torch_checkpoint)
     model = build_model(config.model, config.deq if "deq" in config else None)
     prep = PREPROCESS.get(str(config.model.name))

@@ -66,6 +66,36 @@ def _as_image_batch(images: Any, what: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+GIB = float(1 << 30)
+
+
+def available_memory_bytes() -> float:
+    """Memory the first device can use: its ``bytes_limit`` on accelerators, RAM on CPU."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # noqa: BLE001  (CPU backends may raise)
+        stats = {}
+    if stats.get("bytes_limit"):
+        return float(stats["bytes_limit"])
+    return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def check_memory(model, shape: tuple[int, ...], available: float | None = None) -> None:
+    """Refuses, before compiling, a padded input ``shape`` (B, H, W, 3) whose all-pairs
+    correlation volume (B (HW/64)^2 float32 values plus its pooled levels, 4/3 of that) cannot fit
+    in memory, with the figure and the remedy."""
+    if getattr(model, "corr", None) != "all_pairs":
+        return
+    b, h, w = shape[:3]
+    need = b * float(h // 8 * (w // 8)) ** 2 * 4 * 4 / 3
+    available = available_memory_bytes() if available is None else available
+    if need > 0.8 * available:
+        raise InputError(
+            f"a {w}x{h} input needs about {need / GIB:,.1f} GiB for the all-pairs correlation "
+            f"volume alone; this device has {available / GIB:,.1f} GiB: use "
+            "--config.model.corr=on_the_fly (memory linear in the image size) or smaller images")
+
+
 def _stats_to_host(stats: Mapping[str, Any]) -> list[dict[str, float]]:
     """Per-sample scalar solver statistics (``nstep``, ``abs_lowest``, ...) as Python floats."""
     out: list[dict[str, float]] = []
@@ -136,6 +166,7 @@ class FlowPredictor:
         padder = geometry.InputPadder(im1.shape[1:3], self.pad_multiple, mode=self.padding,
                                       fill=self.pad_fill)
         im1, im2 = padder.pad(im1, im2)
+        check_memory(self.model, im1.shape)
         if (flow_init is None and state_init is None
                 and getattr(type(self.model), "zero_init_is_cold_start", False)):
             # A zero warm start / zero fixed point is the model's own cold start: passing it

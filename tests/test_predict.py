@@ -113,6 +113,10 @@ def test_cli_end_to_end_with_converted_checkpoint(tmp_path, frames, predictor):
     conv = run("jflow.convert", f"--config={config}", f"--torch_checkpoint={pth}",
                f"--output={tmp_path / 'ckpt'}")
     assert conv.returncode == 0, conv.stderr[-3000:]
+    again = run("jflow.convert", f"--config={config}", f"--torch_checkpoint={pth}",
+                f"--output={tmp_path / 'ckpt'}")  # the same --output twice: refused, kept
+    assert again.returncode == 1 and "already holds" in again.stderr, again.stderr[-3000:]
+    assert "Traceback" not in again.stderr
     pair = run("jflow.predict", f"--config={config}", f"--checkpoint={tmp_path / 'ckpt'}",
                f"--image1={frames_dir / 'frame_0000.png'}",
                f"--image2={frames_dir / 'frame_0001.png'}", f"--output={tmp_path / 'flow.flo'}",
@@ -226,3 +230,14 @@ def test_cli_user_errors_are_one_line(tmp_path, frames, case):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and named in errors[0], proc.stderr[-3000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_too_large_inputs_are_refused_before_compiling(predictor):
+    from jflow.errors import InputError
+    from jflow.predict import check_memory
+
+    with pytest.raises(InputError, match=r"8000x8000 input needs about .*GiB.*on_the_fly"):
+        check_memory(predictor.model, (1, 8000, 8000, 3))
+    check_memory(predictor.model, (1, 440, 1024, 3), available=64 * 2.0**30)  # fits: no error
+    with pytest.raises(InputError, match="440 input needs about 0.2 GiB"):
+        check_memory(predictor.model, (1, 440, 1024, 3), available=0.1 * 2.0**30)
