@@ -73,6 +73,12 @@ def step_fn(model, mode: str, iters: int | None = None, gamma: float = 0.8) -> C
                                  mutable=["batch_stats"])
         else:
             out = model.apply(variables, image1, image2, train=True, iters=iters)
+        if "pyramid" in out:  # LiteFlowNet2: multi-level loss on its per-level flows
+            gt = jnp.zeros(out["flow"].shape, jnp.float32)
+            valid = jnp.ones(out["flow"].shape[:-1], jnp.float32)
+            weights = (losses.LFN_LEVEL_WEIGHTS + (losses.LFN_L2_WEIGHT,))[:len(out["pyramid"])]
+            loss, _ = losses.multilevel_loss(out["pyramid"], out["flow"], gt, valid, weights)
+            return loss
         preds = out["predictions"]
         gt = jnp.zeros(preds.shape[1:], jnp.float32)
         valid = jnp.ones(preds.shape[1:-1], jnp.float32)

@@ -98,6 +98,12 @@ class OptimSpec:
     gamma: float
     correction_weights: str
     deq: bool
+    # "sequence" (RAFT / DEQ predictions) or "multilevel_l2" / "multilevel_charbonnier"
+    # (LiteFlowNet2's ``pyramid``: per-level weights, full-resolution weight, resize mode).
+    loss: str = "sequence"
+    level_weights: tuple[float, ...] = ()
+    full_res_weight: float = 0.0
+    loss_resize: str = "downsample"
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "OptimSpec":
@@ -105,7 +111,9 @@ class OptimSpec:
         return cls(float(t.lr), int(t.num_steps), float(t.pct_start), float(t.div_factor),
                    float(t.final_div_factor), int(t.schedule_extra_steps), float(t.clip),
                    float(t.adam_eps), float(t.wd), float(t.gamma), str(t.correction_weights),
-                   is_deq(config))
+                   is_deq(config), str(t.get("loss", "sequence")),
+                   tuple(float(x) for x in t.get("level_weights", ())),
+                   float(t.get("full_res_weight", 0.0)), str(t.get("loss_resize", "downsample")))
 
 
 def make_optimizer(config: ml_collections.ConfigDict
@@ -205,9 +213,17 @@ def _update_fn(model, spec: OptimSpec, mesh: jax.sharding.Mesh) -> Callable:
             batch_stats = new_vars["batch_stats"]
         else:
             out = model.apply(variables, image1, image2, train=True, rngs=rngs)
-        preds = out["predictions"]
-        loss, metrics = losses.weighted_sequence_loss(
-            preds, batch["flow"], batch["valid"], loss_weights(spec, preds.shape[0]))
+        if spec.loss == "sequence":
+            preds = out["predictions"]
+            loss, metrics = losses.weighted_sequence_loss(
+                preds, batch["flow"], batch["valid"], loss_weights(spec, preds.shape[0]))
+        elif spec.loss in ("multilevel_l2", "multilevel_charbonnier"):
+            loss, metrics = losses.multilevel_loss(
+                out["pyramid"], out["flow"], batch["flow"], batch["valid"], spec.level_weights,
+                spec.full_res_weight, kind=spec.loss.split("_")[1], resize=spec.loss_resize)
+        else:
+            raise ValueError(f"config.train.loss must be sequence, multilevel_l2 or "
+                             f"multilevel_charbonnier, got {spec.loss!r}")
         for k, v in (out.get("stats") or {}).items():
             if k in ("nstep", "abs_lowest", "rel_lowest"):
                 metrics[k] = jnp.mean(v.astype(jnp.float32))

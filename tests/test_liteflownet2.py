@@ -50,12 +50,16 @@ def seeded_state(keys_shapes, seed):
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
-def config(variant="sintel"):
+def config_module():
     import importlib.util
     spec = importlib.util.spec_from_file_location("cfg_liteflownet2", CONFIG)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.get_config("kitti" if variant == "kitti" else None)
+    return mod
+
+
+def config(variant="sintel"):
+    return config_module().get_config("kitti" if variant == "kitti" else None)
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +104,12 @@ def test_correlation_and_unfold_match_direct_definitions():
             ch = (dy + 3) * 7 + (dx + 3)  # y-major
             want = np.mean(f1 * f2p[:, 3 + dy:12 + dy, 3 + dx:14 + dx], axis=-1)
             np.testing.assert_allclose(got[..., ch], want, atol=1e-5)
-    x = rng.normal(size=(1, 6, 7)).astype(np.float32)
+    x = rng.normal(size=(1, 6, 7, 2)).astype(np.float32)
     u = np.asarray(lfn.unfold(jnp.asarray(x), 5))
-    assert u[0, 0, 0, 2 * 5 + 2] == x[0, 0, 0] and u[0, 0, 0, 0] == 0  # centre / zero padding
-    assert u[0, 3, 4, 1 * 5 + 4] == x[0, 2, 6]                      # (y-1, x+2)
+    assert u.shape == (1, 6, 7, 2, 25)
+    np.testing.assert_allclose(u[0, 0, 0, :, 2 * 5 + 2], x[0, 0, 0])  # centre
+    assert u[0, 0, 0, 1, 0] == 0                                      # zero padding
+    np.testing.assert_allclose(u[0, 3, 4, :, 1 * 5 + 4], x[0, 2, 6])  # (y-1, x+2)
 
 
 def test_transposed_conv_layout_matches_a_direct_scatter():
@@ -207,3 +213,35 @@ def test_multilevel_loss_values():
     np.testing.assert_allclose(up, 64 * np.sqrt(2), rtol=1e-6)
     g = jax.grad(lambda p: losses.multilevel_loss([p], flow, gt, valid, (1.0,), 0.0)[0])(pyr[1])
     assert np.isfinite(np.asarray(g)).all()  # zero error: no NaN gradient
+
+
+def test_smoke_training_steps_and_validation():
+    """``configs/liteflownet2.py:smoke``: two updates of jflow's trainer with the multi-level loss,
+    then the synthetic validation protocol. (Starts from ``random_variables``: compiling the
+    random initialisers alone takes longer than this test; ``python -m jflow.main
+    --config=configs/liteflownet2.py:smoke`` runs the whole loop.)"""
+    from jflow import evaluate, sharding, train
+    from jflow.data import build_source
+    from jflow.data.loader import Loader
+
+    c = config_module().get_config("smoke")
+    assert c.train.loss == "multilevel_l2" and len(c.train.level_weights) == 4
+    model = train.build_model(c)
+    mesh = sharding.make_mesh(1)
+    state = train.state_from_weights(random_variables(model, seed=0)["params"], {}, c, mesh)
+    update = train.make_update_fn(model, c, mesh)
+    source = build_source("synthetic", None, "train", 0, num_samples=4, height=64, width=64)
+    batches = iter(Loader(source, 2, seed=0, augment=False, crop=(64, 64), shuffle=False,
+                          num_workers=0, drop_meta=True))
+    losses_seen = []
+    for _ in range(2):
+        batch = sharding.global_batch(next(batches), mesh)
+        state, m = update(state, batch)
+        losses_seen.append(float(m["loss"]))
+    assert all(np.isfinite(losses_seen)) and losses_seen[0] > 0
+    params = state.params
+    flcon = np.asarray(params["regularization_nets_3"]["flcon_u"]["kernel"])
+    # frozen: no gradient; weight decay scales the three alike, which leaves f-lcon unchanged
+    assert flcon.min() == flcon.max() and abs(flcon.min() - 1) < 1e-3
+    res = evaluate.validate_spec(model, {"params": params}, c, "synthetic")
+    assert np.isfinite(res.metrics["epe/pooled"]) and res.metrics["images"] == 2

@@ -147,11 +147,13 @@ def correlation(f1: Array, f2: Array, max_disp: int = 3) -> Array:
 
 
 def unfold(x: Array, k: int) -> Array:
-    """torch ``nn.Unfold(k, padding=k//2)`` of a (B, H, W) map -> (B, H, W, k*k), y-major."""
-    h, w = x.shape[1:]
+    """torch ``nn.Unfold(k, padding=k//2)`` of (B, H, W, C) -> (B, H, W, C, k*k), zero padded,
+    window index y-major (one patches op: cheaper to compile than k*k slices)."""
     p = k // 2
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p)))
-    return jnp.stack([xp[:, i:i + h, j:j + w] for i in range(k) for j in range(k)], axis=-1)
+    out = jax.lax.conv_general_dilated_patches(
+        x, (k, k), (1, 1), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST)
+    return out.reshape(*x.shape, k * k)  # patch features are channel-major: c * k*k + window
 
 
 class ConvTranspose2d(nn.Module):
@@ -212,8 +214,9 @@ def flcon(flow: Array, dist: Array, k: int, sum_u: nn.Module, sum_v: nn.Module,
     d = -jnp.square(dist)
     wgt = jnp.exp(d - jnp.max(d, axis=-1, keepdims=True))  # ExpMax, per sample and pixel
     div = sum_w(wgt)
-    u = sum_u(wgt * unfold(flow[..., 0], k)) / div
-    v = sum_v(wgt * unfold(flow[..., 1], k)) / div
+    patches = unfold(flow, k)  # (B, H, W, 2, k*k)
+    u = sum_u(wgt * patches[..., 0, :]) / div
+    v = sum_v(wgt * patches[..., 1, :]) / div
     return jnp.stack([u, v], axis=-1)
 
 
