@@ -9,6 +9,7 @@ written.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any, Mapping
 
 import jax
@@ -76,9 +77,33 @@ class Checkpointer:
         if not tree_is_finite(state):
             raise CheckpointError(f"refusing to save step {step} to {self.directory}: the state "
                                   "contains NaN or inf")
+        self._check_previous_save()
+        if not force and not self._manager.should_save(int(step)):
+            return False
+        need = 2 * sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state)
+                       if hasattr(x, "dtype"))
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            raise CheckpointError(f"{self.directory}: {_human(free)} free, a checkpoint of step "
+                                  f"{step} needs about {_human(need)}: free some space (training "
+                                  "stopped; earlier checkpoints are intact)")
         meta = {"step": int(step), **dict(meta or {})}
-        return self._manager.save(int(step), args=_save_args(params, batch_stats, opt_state, meta),
-                                  force=force)
+        try:
+            return self._manager.save(int(step), force=force,
+                                      args=_save_args(params, batch_stats, opt_state, meta))
+        except OSError as e:
+            raise CheckpointError(f"{self.directory}: could not write step {step} ({e}); "
+                                  "earlier checkpoints are intact") from None
+
+    def _check_previous_save(self) -> None:
+        """An asynchronous save that failed (e.g. the disk filled up) stops the run at once, with
+        one line, instead of failing again at every later save."""
+        try:
+            self._manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001  (orbax re-raises the background thread's error)
+            first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            raise CheckpointError(f"{self.directory}: an earlier checkpoint could not be written "
+                                  f"({first[:300]}); earlier checkpoints are intact") from None
 
     def restore(self, step: int | None = None, abstract: Mapping[str, PyTree] | None = None
                 ) -> dict[str, PyTree]:
@@ -127,6 +152,7 @@ class Checkpointer:
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
+        self._check_previous_save()
 
     def close(self) -> None:
         self._manager.close()
@@ -154,6 +180,15 @@ def _restore(manager: ocp.CheckpointManager, directory: str, step: int,
     out.setdefault("opt_state", None)
     out.setdefault("meta", {})
     return out
+
+
+def _human(n: float) -> str:
+    """Bytes as ``1.5 GiB`` / ``320.0 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} GiB"
 
 
 def _cause(error: BaseException) -> str:

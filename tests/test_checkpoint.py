@@ -80,3 +80,35 @@ def test_load_params_errors_name_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(checkpoint.CheckpointError, match="empty.*no checkpoint"):
         checkpoint.load_params(tmp_path / "empty")
+
+
+def test_full_disk_stops_at_the_first_save_with_one_clear_error(tmp_path, monkeypatch):
+    params, batch_stats, opt_state = _state()
+    ck = checkpoint.Checkpointer(tmp_path / "checkpoints", max_to_keep=3)
+    assert ck.save(1, params, batch_stats, opt_state)
+    ck.wait()
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                        lambda path: type("Usage", (), {"free": 1024})())
+    with pytest.raises(checkpoint.CheckpointError, match=r"1.0 KiB free.*step 2 needs about .*KiB") as e:
+        ck.save(2, params, batch_stats, opt_state)
+    assert "\n" not in str(e.value)
+    monkeypatch.undo()
+    ck.wait()
+    assert ck.all_steps() == [1]  # the earlier checkpoint is intact and nothing half-written
+    out = ck.restore(1, {"params": params, "batch_stats": batch_stats, "opt_state": opt_state})
+    _assert_tree_equal(out["params"], params)
+    ck.close()
+
+
+def test_a_failed_background_save_is_reported_at_the_next_save(tmp_path, monkeypatch):
+    params, batch_stats, opt_state = _state()
+    ck = checkpoint.Checkpointer(tmp_path / "checkpoints", max_to_keep=3)
+
+    def failed():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck._manager, "check_for_errors", failed)
+    with pytest.raises(checkpoint.CheckpointError, match="No space left on device"):
+        ck.save(1, params, batch_stats, opt_state)
+    monkeypatch.undo()
+    ck.close()
