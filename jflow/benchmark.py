@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jflow.errors import InputError
+
 PyTree = Any
 MIB = float(1 << 20)
 CSV_COLUMNS = ("Model", "Params", "InputH", "InputW", "Batch", "Mode", "Iters", "Time(ms)",
@@ -107,15 +109,15 @@ def check_size(height: int, width: int, batch: int, model=None) -> None:
 
     multiple = 8 if model is None else input_padding(model)[0]
     if height <= 0 or width <= 0 or height % multiple or width % multiple:
-        raise ValueError(f"jflow.benchmark: --height/--width must be positive multiples of "
+        raise InputError(f"jflow.benchmark: --height/--width must be positive multiples of "
                          f"{multiple} for this model, got {height}x{width}")
     if batch < 1:
-        raise ValueError(f"jflow.benchmark: --batch must be >= 1, got {batch}")
+        raise InputError(f"jflow.benchmark: --batch must be >= 1, got {batch}")
 
 
 def check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"jflow.benchmark: --mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"jflow.benchmark: --mode must be one of {MODES}, got {mode!r}")
 
 
 def compiled_memory(compiled) -> dict[str, float]:
@@ -156,7 +158,7 @@ def benchmark(config, height: int, width: int, *, batch: int = 1, iters: int | N
 
     check_mode(mode)
     if repeats < 1:
-        raise ValueError(f"jflow.benchmark: --repeats must be >= 1, got {repeats}")
+        raise InputError(f"jflow.benchmark: --repeats must be >= 1, got {repeats}")
     model = build(config)
     check_size(height, width, batch, model)
     variables = random_variables(model, seed=seed)

@@ -123,3 +123,14 @@ def test_load_config_finds_files_and_names_a_missing_one(tmp_path, monkeypatch):
     assert load_config("deq_raft.py:H").model.size == "H"
     with pytest.raises(InputError, match="nope.py"):
         load_config("nope.py")
+
+
+def test_benchmark_bad_size_is_one_line(tmp_path):
+    import pathlib
+
+    config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "raft.py"
+    proc = _run_cli(["-m", "jflow.benchmark", f"--config={config}:small", "--height=100",
+                     "--width=64"], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "--height/--width" in errors[0], proc.stderr[-3000:]
