@@ -32,6 +32,19 @@ def fold_weight_norm(v: np.ndarray, g: np.ndarray) -> np.ndarray:
     return (v64 * (np.asarray(g, np.float64).reshape(-1) / norm)).astype(np.asarray(v).dtype)
 
 
+def weight_normed_kernel(module: nn.Module, shape: Sequence[int], kernel_init: Callable,
+                         param_dtype: Any = jnp.float32) -> Array:
+    """Creates ``kernel_v`` (``shape``, HWIO) and ``kernel_g`` (``shape[-1]``,) in ``module`` (inside
+    its ``nn.compact`` call) and returns the kernel ``g v / ||v||``. ``kernel_g`` starts at
+    ``||kernel_v||``, so the initial kernel is ``kernel_v``, as PyTorch's ``weight_norm``."""
+    v = module.param("kernel_v", kernel_init, tuple(shape), param_dtype)
+    g = module.param(
+        "kernel_g",
+        lambda _, s, d: jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(range(v.ndim - 1)))).astype(d),
+        (shape[-1],), param_dtype)
+    return weight_norm_kernel(v, g)
+
+
 class WeightNormConv(nn.Module):
     """``nn.Conv`` with a weight-normed kernel; params ``kernel_v`` (HWIO), ``kernel_g`` (O,), ``bias``.
 
@@ -54,14 +67,7 @@ class WeightNormConv(nn.Module):
     def __call__(self, x: Array) -> Array:
         in_features = x.shape[-1]
         shape = (*self.kernel_size, in_features, self.features)
-        v = self.param("kernel_v", self.kernel_init, shape, self.param_dtype)
-        g = self.param(
-            "kernel_g",
-            lambda _, s, d: jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2))).astype(d),
-            (self.features,),
-            self.param_dtype,
-        )
-        kernel = weight_norm_kernel(v, g)
+        kernel = weight_normed_kernel(self, shape, self.kernel_init, self.param_dtype)
         dtype = self.dtype or x.dtype
         padding = self.padding
         if not isinstance(padding, str):

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jflow.deq.weight_norm import weight_norm_kernel
+from jflow.deq.weight_norm import weight_normed_kernel
 
 Array = Any
 IntPair = int | Sequence[int]
@@ -84,12 +84,7 @@ class Conv2d(nn.Module):
             raise ValueError(f"Conv2d.init_mode must be 'torch' or 'kaiming', got "
                              f"{self.init_mode!r}")
         if self.wnorm:
-            v = self.param("kernel_v", kinit, shape, jnp.float32)
-            g = self.param(
-                "kernel_g",
-                lambda _, s, d: jnp.sqrt(jnp.sum(jnp.square(v), axis=(0, 1, 2))).astype(d),
-                (self.features,), jnp.float32)
-            kernel = weight_norm_kernel(v, g)
+            kernel = weight_normed_kernel(self, shape, kinit)
         else:
             kernel = self.param("kernel", kinit, shape, jnp.float32)
         dtype = self.dtype or x.dtype
