@@ -1,6 +1,8 @@
 """Fixed-point reuse across a video: DEQ-RAFT solver effort per frame pair with and without it.
 
-    python experiments/reuse.py [--config=configs/deq_raft.py --checkpoint=DIR --scale=0.25]
+    python experiments/reuse.py --checkpoint=/work/runs/quickstart [--frames=DIR --tol=2e-3]
+
+(``--checkpoint``: the README quick-start model; ``--config`` defaults to configs/deq_raft.py.)
 
 Runs :meth:`jflow.predict.FlowPredictor.predict_video` over the Sintel demo frames (downscaled by
 ``--scale``) twice, starting every pair from zero (``reuse=False``) or from the previous pair's
@@ -93,7 +95,15 @@ def main(argv=None) -> list[dict]:
 
     base = os.path.join(a.out, "reuse")
     h, w = frames[0].shape[:2]
+    # pair 0 has no previous fixed point: compare pairs 1.. (the ones reuse can help)
+    mean = lambda reuse: float(np.mean([r["nstep"] for r in rows if r["setting"] == "to_tol"  # noqa: E731
+                                        and r["reuse"] == reuse and r["pair"] > 0]))
+    ratio = mean(False) / mean(True)
+    print(f"steps to tol (pairs 2..): cold {mean(False):.1f}, reuse {mean(True):.1f}, "
+          f"ratio {ratio:.2f}x", flush=True)
     common.write_results(base, rows, note=note, model=f"{config.model.name}-{config.model.size}",
+                         checkpoint=a.checkpoint, cold_steps=mean(False),
+                         reuse_steps=mean(True), steps_ratio_cold_over_reuse=ratio,
                          solver=a.solver, frames=f"{len(frames)} Sintel demo frames at {h}x{w}",
                          what="to_tol: steps to reach tol (rel residual); budget: lowest rel "
                               "residual within a fixed number of steps (tol 0)")
@@ -103,7 +113,7 @@ def main(argv=None) -> list[dict]:
 
 
 def plot(rows: list[dict], base: str, note: str | None) -> None:
-    from lineplot import line_plot
+    from jflow.plots import line_plot
 
     suffix = " (random weights)" if note else ""
     for setting, key, name, ylabel, logy in (
