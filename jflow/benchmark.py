@@ -38,21 +38,19 @@ CSV_COLUMNS = ("Model", "Params", "InputH", "InputW", "Batch", "Mode", "Iters", 
 MODES = ("infer", "train")
 
 
-def is_deq(config) -> bool:
-    return str(config.model.name).startswith("deq")
-
-
 def model_label(config) -> str:
     """``deq_raft-H``, ``raft``, ``raft_small``...: the model name and, for DEQ models, its size."""
     name = str(config.model.name)
+    from jflow.models import is_deq
+
     return f"{name}-{config.model.size}" if is_deq(config) else name
 
 
 def build(config) -> Any:
     """The Flax module of ``config.model`` (and ``config.deq`` for DEQ models)."""
-    from jflow.models import build_model
+    from jflow.models import model_from_config
 
-    return build_model(config.model, config.deq if is_deq(config) else None)
+    return model_from_config(config)
 
 
 def step_fn(model, mode: str, iters: int | None = None, gamma: float = 0.8) -> Callable:

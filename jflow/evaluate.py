@@ -250,8 +250,9 @@ def write_kitti_submission(predict: Predictor, source: Sequence[dict], output_di
 # ----------------------------------------------------------------------------------------------
 def load_model(config: ml_collections.ConfigDict, workdir: str):
     """The model of ``config`` and its variables from ``config.eval.checkpoint`` or ``workdir``."""
-    from jflow import checkpoint, train
-    model = train.build_model(config)
+    from jflow import checkpoint
+    from jflow.models import model_from_config
+    model = model_from_config(config)
     loaded = checkpoint.load_checked(config.eval.checkpoint or workdir, model,
                                      str(config.model.name))
     meta = loaded.pop("meta")
@@ -288,7 +289,8 @@ def write_submission(config: ml_collections.ConfigDict, model, variables: PyTree
     if kind == "sintel":
         predict = make_predictor(model, variables, eval_iters(config, "sintel"), "sintel")
         sources = {p: build_eval_source(config, f"sintel_{p}", "test") for p in ("clean", "final")}
-        deq = config.model.name.startswith("deq")
+        from jflow.models import is_deq
+        deq = is_deq(config)
         written = write_sintel_submission(predict, sources, output,
                                           warm_start=config.eval.warm_start and not deq,
                                           reuse_state=config.eval.warm_start and deq)

@@ -42,10 +42,6 @@ RANDOM_WEIGHTS_WARNING = ("no checkpoint given: the model has RANDOM weights and
                           "meaningless (pass a checkpoint from jflow training or jflow.convert)")
 
 
-def is_deq(config) -> bool:
-    return str(config.model.name).startswith("deq")
-
-
 def _as_image_batch(images: Any, what: str) -> np.ndarray:
     """(H, W[, 1|3|4]) or (B, H, W, C), uint8 or float 0..255 -> (B, H, W, 3) float32."""
     arr = np.asarray(images)
@@ -145,10 +141,10 @@ class FlowPredictor:
         """Builds ``config.model`` and loads ``checkpoint`` (a jflow training workdir, its
         ``checkpoints`` folder, a step folder or a ``jflow.convert`` output); random weights
         (with a warning) when ``checkpoint`` is None."""
-        from jflow.models import build_model, random_variables
+        from jflow.models import is_deq, model_from_config, random_variables
 
         deq = is_deq(config)
-        model = build_model(config.model, config.deq if deq else None)
+        model = model_from_config(config)
         if checkpoint is None:
             warnings.warn(RANDOM_WEIGHTS_WARNING, UserWarning, stacklevel=2)
             variables = random_variables(model, seed)  # filled on the host: no init to compile

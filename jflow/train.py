@@ -25,12 +25,12 @@ import optax
 
 from jflow import checkpoint as ckpt_lib
 from jflow.errors import UserError
+from jflow.models import is_deq, model_from_config
 from jflow import losses
 from jflow import schedules
 from jflow import sharding
 
 PyTree = Any
-DEQ_MODELS = ("deq_raft", "deq_gma")
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -73,16 +73,6 @@ def lock_workdir(workdir: str):
 # ----------------------------------------------------------------------------------------------
 # Building blocks (used by the loop below, by evaluation and by the tests)
 # ----------------------------------------------------------------------------------------------
-def build_model(config: ml_collections.ConfigDict):
-    """The network of ``config.model`` (``jflow.models.build_model``)."""
-    from jflow.models import build_model as _build
-    return _build(config.model, config.deq)
-
-
-def is_deq(config: ml_collections.ConfigDict) -> bool:
-    return config.model.name in DEQ_MODELS
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimSpec:
     """The config fields the optimiser and the loss depend on (hashable: a jit cache key)."""
@@ -303,7 +293,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
     # --- Model and state: resume from the workdir's latest checkpoint (restored straight onto
     # the replicated layout, no init), else fresh weights or another run's (config.train.init_from).
-    model = build_model(config)
+    model = model_from_config(config)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     ckpt = ckpt_lib.Checkpointer(ckpt_dir, max_to_keep=t.keep_ckpts,
                                  save_interval_steps=max(t.ckpt_every, 1))

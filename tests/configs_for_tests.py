@@ -4,6 +4,7 @@ import pathlib
 import numpy as np
 
 from jflow.config_files import config_module
+from jflow.models import model_from_config
 from fake_flow_model import TinyFlowModel
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
@@ -19,8 +20,7 @@ def smoke_config():
 
 
 def model(config):
-    from jflow import train
-    return train.build_model(config)
+    return model_from_config(config)
 
 
 def fake_model(config):

@@ -5,6 +5,7 @@ import pytest
 
 from jflow import recipes
 from jflow.config_files import config_module
+from jflow.models import model_from_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 NAMES = ("raft", "gma", "deq_raft", "deq_gma", "dip")
@@ -104,8 +105,7 @@ def test_command_line_overrides_reach_main():
 @pytest.mark.parametrize("name,arg", [("raft", None), ("raft", "small"), ("gma", "stage=things"),
                                       ("deq_raft", "H"), ("deq_gma", "smoke")])
 def test_configs_build_their_model(name, arg):
-    from jflow import train
     c = load(name).get_config(arg)
-    model = train.build_model(c)
+    model = model_from_config(c)
     assert type(model).__name__ in ("RAFT", "DEQRAFT")
     assert model.freeze_bn == c.model.freeze_bn

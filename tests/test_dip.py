@@ -17,7 +17,7 @@ import pytest
 
 from dip_official import official_dip_state_dict, make_init_flow, make_pair
 from jflow import convert
-from jflow.models import build_model, input_padding, variable_shapes
+from jflow.models import build_model, input_padding, model_from_config, variable_shapes
 from jflow.models.dip import DIP, inverse_propagation, pyramid_levels
 from jflow.models.torch_noise import torch_rand
 from jflow.torch_pickle import save_torch_state_dict
@@ -162,7 +162,7 @@ def test_config_is_raft_recipe_with_demo_evaluation():
     assert c.model.eval_iters == 20 and set(c.eval.iters.values()) == {20}
     assert c.model.channel_order == "bgr"
     assert dip_config.get_config("rgb,smoke").model.channel_order == "rgb"
-    model = train.build_model(c)
+    model = model_from_config(c)
     assert isinstance(model, DIP) and (model.max_offset, model.noise) == (256, "torch")
     w = np.asarray(train.loss_weights(train.OptimSpec.from_config(c), 4 * c.model.iters))
     assert len(w) == 24 and w[-1] == 1 and np.isclose(w[0], 0.8 ** 23)  # all 4 x iters

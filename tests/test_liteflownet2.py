@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from jflow import convert, losses
-from jflow.models import build_model, count_params, random_variables, variable_shapes
+from jflow.models import (build_model, count_params, model_from_config, random_variables,
+                          variable_shapes)
 from jflow.models import liteflownet2 as lfn
 from jflow.torch_pickle import load_torch_state_dict, save_torch_state_dict
 
@@ -226,7 +227,7 @@ def test_smoke_training_steps_and_validation():
 
     c = config_module().get_config("smoke")
     assert c.train.loss == "multilevel_l2" and len(c.train.level_weights) == 4
-    model = train.build_model(c)
+    model = model_from_config(c)
     mesh = sharding.make_mesh(1)
     state = train.state_from_weights(random_variables(model, seed=0)["params"], {}, c, mesh)
     update = train.make_update_fn(model, c, mesh)

@@ -8,7 +8,8 @@ and :mod:`jflow.models.registry` for the PyTorch -> Flax parameter naming.
 from jflow.models.deq_raft import DEQ_SIZES, DEQRAFT
 from jflow.models.raft import RAFT
 from jflow.models.registry import (MODEL_NAMES, build_model, count_params, init_variables,
-                                   input_padding, random_variables, variable_shapes)
+                                   input_padding, is_deq, model_from_config, random_variables,
+                                   variable_shapes)
 
 __all__ = ["DEQ_SIZES", "DEQRAFT", "MODEL_NAMES", "RAFT", "build_model", "count_params",
-           "init_variables", "input_padding", "random_variables", "variable_shapes"]
+           "init_variables", "input_padding", "is_deq", "model_from_config", "random_variables", "variable_shapes"]

@@ -101,6 +101,23 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                    wnorm=bool(_get(model_cfg, "wnorm", True)), **common)
 
 
+DEQ_MODELS = ("deq_raft", "deq_gma")
+
+
+def is_deq(config: Any) -> bool:
+    """True for deep-equilibrium models; ``config`` is a full config, its ``model`` section or a
+    model name."""
+    if isinstance(config, str):
+        return config in DEQ_MODELS
+    return str(_get(getattr(config, "model", config), "name")) in DEQ_MODELS
+
+
+def model_from_config(config: Any) -> nn.Module:
+    """The network of a full config: ``build_model(config.model, config.deq)`` (the DEQ section
+    only for DEQ models)."""
+    return build_model(config.model, config.deq if is_deq(config) else None)
+
+
 def input_padding(model: nn.Module) -> tuple[int, str]:
     """``(multiple, fill)``: how callers pad images for ``model`` (``InputPadder(multiple=...,
     fill=...)``), from the module class's ``pad_multiple`` / ``pad_fill`` (default 8, replicate).

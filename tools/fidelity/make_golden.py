@@ -133,8 +133,6 @@ def official_imports(core: str):
 
 def build(name: str, family: str, opts: dict, roots: dict):
     """The official model (float32, eval mode), its forward function and provenance notes."""
-    import torch
-
     if family == "raft":
         core = os.path.join(roots["raft"], "core")
         with official_imports(core):
