@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds  # noqa: E402  (a dependency: never skipped)
 
 from jflow.data import (HD1K, DatasetError, FlyingChairs, FlyingThings3D, Kitti,  # noqa: E402
                         MpiSintel, SyntheticFlow)
