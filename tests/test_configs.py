@@ -8,7 +8,7 @@ from jflow.config_files import config_module
 from jflow.models import model_from_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-NAMES = ("raft", "gma", "deq_raft", "deq_gma", "dip")
+NAMES = ("raft", "gma", "deq_raft", "deq_gma", "dip", "liteflownet2")
 
 
 def load(name):

@@ -24,6 +24,8 @@ COUNTS = [
     ("deq_gma", "L", {}, 9_890_369),
     ("deq_gma", "H", {}, 15_557_697),
     ("deq_gma", "G", {}, 27_332_993),
+    ("liteflownet2", None, {}, 6_429_208),  # Caffe counts (reference liteflownet2.md)
+    ("liteflownet2", None, {"variant": "kitti"}, 6_493_241),
     ("dip", None, {}, 5_371_968),  # dip.md; ptlflow 5.372M
 ]
 
