@@ -217,6 +217,7 @@ def test_multilevel_loss_values():
     assert np.isfinite(np.asarray(g)).all()  # zero error: no NaN gradient
 
 
+@pytest.mark.slow  # compiling the training step: ~20-30 s of CPU
 def test_smoke_training_steps_and_validation():
     """``configs/liteflownet2.py:smoke``: two updates of jflow's trainer with the multi-level loss,
     then the synthetic validation protocol. (Starts from ``random_variables``: compiling the

@@ -135,8 +135,8 @@ def correlation(f1: Array, f2: Array, max_disp: int = 3) -> Array:
     n = 2 * r + 1
     f2p = jnp.pad(f2, ((0, 0), (r, r), (r, r), (0, 0)))
 
-    # One scan step per vertical offset (7 fused products instead of 49 in the program: XLA
-    # compiles it ~4x faster, at the same speed).
+    # One scan step per vertical offset (7 fused products instead of 49 in the program): XLA
+    # compiles the model ~2x faster and this runs no slower than 49 unrolled slices (measured).
     def row(carry, dy):
         slab = jax.lax.dynamic_slice_in_dim(f2p, dy, h, axis=1)
         return carry, jnp.stack([jnp.sum(f1 * slab[:, :, dx:dx + w], axis=-1)
