@@ -1,16 +1,25 @@
-"""Fixed-point solvers side by side: steps to tolerance and final residual, with residual traces.
+"""Fixed-point solvers side by side on a trained DEQ-RAFT: residual vs steps and wall time.
 
-    python experiments/solvers.py [--max_steps=60 --scale=0.25 --checkpoint=DIR]
+    python experiments/solvers.py --checkpoint=/work/runs/quickstart [--frames=DIR --max_steps=100]
 
-(a) a standard contractive problem, ``z = tanh(W z + x)`` with symmetric ``W``, eigenvalues evenly
-in [-0.475, 0.95] (dim 256, batch 4, x ~ N(0, 0.25), float32), stopping on the relative residual
-below 1e-5 (at most 100 steps); (b) DEQ-RAFT-T on two Sintel
-demo frames downscaled by ``--scale`` (random weights unless ``--checkpoint``), stopping on the
-relative residual below 1e-3. Solvers: the native ``naive``, ``anderson`` (deq-flow's absolute ridge, and
-``relative_ridge=True``), ``broyden`` and the
-jaxopt backends ``jaxopt_fixed_point``, ``jaxopt_anderson``, ``jaxopt_broyden`` (2 f evaluations
-per step, see ``jflow.deq.jaxopt_backend``). Writes ``experiments/results/solvers.{csv,json}``
-and ``solvers_toy.png`` / ``solvers_deq_raft.png`` (relative residual per step, batch mean).
+The checkpoint is the README quick-start model (DEQ-RAFT-T trained 300 steps on synthetic 64x96
+pairs: ``python -m jflow.main --config=configs/deq_raft.py --workdir=runs/quickstart``). Problems:
+(a) two Sintel demo pairs (frames 1-2 and 3-4 of ``--frames``, default the frames shipped in
+``jflow/data/demo``) downscaled by ``--scale`` (0.25: 104x256), one batch of 2; (b) four synthetic
+64x96 pairs (``SyntheticFlow(4, 64, 96, seed=999)``, the training distribution), one batch of 4;
+(c) a toy contractive map ``z = tanh(W z + x)`` (W symmetric, eigenvalues in [-0.475, 0.95], dim
+256, batch 4). Every solve stops per sample on the relative residual ``--tol`` (1e-3; toy 1e-5)
+or after ``--max_steps``. Reported per solver: mean steps to rel 1e-2, 3e-3, 2e-3, 1e-3 (from the
+traces; NaN when not reached), wall seconds per solve (jit-compiled, after a warm-up call;
+machine load adds noise) and per step, and the traces. Solvers: native ``naive``,
+``anderson_official`` (deq-flow's absolute ridge, ``relative_ridge=false``), ``anderson``
+(relative ridge, jflow's default), ``broyden``; jaxopt ``jaxopt_fixed_point``,
+``jaxopt_anderson``, ``jaxopt_broyden``; optimistix ``optimistix_fixed_point``,
+``optimistix_newton`` (Newton-Krylov: its GMRES JVPs are not counted as steps; compare seconds).
+Without ``--checkpoint`` the weights are random (said in the outputs). Runtime: about 5 minutes
+on 2 CPU cores (mostly compilation). Writes ``experiments/results/solvers.{csv,json}``,
+``solvers_<problem>.png`` (relative residual vs step) and ``solvers_<problem>_time.png`` (vs
+wall time).
 """
 from __future__ import annotations
 
@@ -29,19 +38,24 @@ import numpy as np  # noqa: E402
 import common  # noqa: E402
 from jflow.deq import get_solver, solve  # noqa: E402
 
-SOLVERS = ("naive", "anderson", "anderson:relative_ridge", "broyden", "jaxopt_fixed_point",
-           "jaxopt_anderson", "jaxopt_broyden")
+SOLVERS = ("naive", "anderson_official", "anderson", "broyden", "jaxopt_fixed_point",
+           "jaxopt_anderson", "jaxopt_broyden", "optimistix_fixed_point", "optimistix_newton")
+ALIASES = {"anderson_official": "anderson:relative_ridge=false"}
+MILESTONES = (1e-2, 3e-3, 2e-3, 1e-3)
 
 
 def parse_solver(spec: str) -> tuple[str, dict]:
     """``"anderson:relative_ridge,memory=5"`` -> ``("anderson", {"relative_ridge": True,
     "memory": 5})`` (bare words are True; values are ints, floats or strings)."""
-    name, _, opts = spec.partition(":")
+    name, _, opts = ALIASES.get(spec, spec).partition(":")
     kwargs = {}
     for tok in filter(None, opts.split(",")):
         key, sep, value = tok.partition("=")
         if not sep:
             kwargs[key] = True
+            continue
+        if value.lower() in ("true", "false"):
+            kwargs[key] = value.lower() == "true"
             continue
         for cast in (int, float, str):
             try:
@@ -61,14 +75,30 @@ def toy_problem(dim: int = 256, batch: int = 4, rho: float = 0.95, seed: int = 0
     return (lambda z: jnp.tanh(z @ w.T + x)), jnp.zeros((batch, dim), jnp.float32)
 
 
+def steps_to(rel: np.ndarray, nstep: np.ndarray, level: float) -> float:
+    """Mean over samples of the first 1-based step whose relative residual is below ``level``
+    (NaN if a sample never gets there)."""
+    out = []
+    for trace, n in zip(rel, nstep):
+        hit = np.nonzero(trace[: int(n)] < level)[0]
+        out.append(float(hit[0] + 1) if hit.size else np.nan)
+    return float(np.mean(out))
+
+
 def row(problem: str, name: str, stats: dict, seconds: float, tol: float) -> dict:
     rel = np.asarray(stats["rel_trace"], np.float64)
-    return {"problem": problem, "solver": name,
-            "steps_to_tol": float(np.mean(np.asarray(stats["nstep"]))),
-            "converged": float(np.mean(np.asarray(stats["converged"]))),
-            "rel_final": float(np.mean(rel[:, -1])), "rel_lowest": float(np.mean(stats["rel_lowest"])),
-            "abs_lowest": float(np.mean(stats["abs_lowest"])), "tol": tol,
-            "seconds": round(seconds, 3), "rel_trace": [round(v, 8) for v in rel.mean(0).tolist()]}
+    nstep = np.asarray(stats["nstep"])
+    r = {"problem": problem, "solver": name, "steps_to_tol": float(np.mean(nstep)),
+         "converged": float(np.mean(np.asarray(stats["converged"])))}
+    for level in MILESTONES:
+        r[f"steps_to_{level:g}"] = steps_to(rel, nstep, level)
+    r.update({"rel_final": float(np.mean(rel[:, -1])),
+              "rel_lowest": float(np.mean(stats["rel_lowest"])),
+              "abs_lowest": float(np.mean(stats["abs_lowest"])), "tol": tol,
+              "seconds": round(seconds, 3),
+              "seconds_per_step": round(seconds / max(float(np.max(nstep)), 1.0), 4),
+              "rel_trace": [round(v, 8) for v in rel.mean(0).tolist()]})
+    return r
 
 
 def run_toy(solvers, max_steps: int, tol: float = 1e-5) -> list[dict]:
@@ -90,29 +120,44 @@ def run_toy(solvers, max_steps: int, tol: float = 1e-5) -> list[dict]:
     return rows
 
 
-def run_deq_raft(solvers, max_steps: int, scale: float, checkpoint: str | None,
+def sintel_batch(frames_dir: str, scale: float):
+    frames, names = common.demo_frames(frames_dir, scale=scale, count=4)
+    im1 = np.stack([frames[0], frames[2]]).astype(np.float32)
+    im2 = np.stack([frames[1], frames[3]]).astype(np.float32)
+    return f"sintel {im1.shape[1]}x{im1.shape[2]} ({names[0]}..{names[3]}, 2 pairs)", im1, im2
+
+
+def synthetic_batch(count: int = 4, height: int = 64, width: int = 96, seed: int = 999):
+    from jflow.data import SyntheticFlow
+
+    ds = SyntheticFlow(count, height, width, seed=seed)
+    im1 = np.stack([ds[i]["image1"] for i in range(count)]).astype(np.float32)
+    im2 = np.stack([ds[i]["image2"] for i in range(count)]).astype(np.float32)
+    return f"synthetic {height}x{width} ({count} pairs)", im1, im2
+
+
+def run_deq_raft(solvers, max_steps: int, problems, checkpoint: str | None,
                  tol: float = 1e-3) -> list[dict]:
-    frames, names = common.demo_frames(scale=scale, count=2)
-    im1, im2 = (jnp.asarray(f[None], jnp.float32) for f in frames)
     variables = None
     rows = []
-    for name in solvers:
-        solver, kwargs = parse_solver(name)
-        model = common.deq_raft("T", solver=solver, solver_kwargs=kwargs, f_max_steps=max_steps,
-                                f_tol=tol, f_stop_mode="rel")
-        if variables is None:
-            variables = common.load_or_random(model, checkpoint)
-        fn = jax.jit(lambda v, a, b, m=model: m.apply(v, a, b, iters=max_steps)["stats"])
-        problem = f"deq_raft-T {im1.shape[1]}x{im1.shape[2]} {names[0]}"
-        try:
-            jax.block_until_ready(fn(variables, im1, im2))
-        except Exception as e:  # noqa: BLE001  (a backend failing is a result to report)
-            rows.append(failed(problem, name, e))
-            continue
-        t0 = time.perf_counter()
-        stats = jax.block_until_ready(fn(variables, im1, im2))
-        rows.append(row(problem, name, stats, time.perf_counter() - t0, tol))
-        print(_fmt(rows[-1]), flush=True)
+    for problem, im1, im2 in problems:
+        im1, im2 = jnp.asarray(im1), jnp.asarray(im2)
+        for name in solvers:
+            solver, kwargs = parse_solver(name)
+            model = common.deq_raft("T", solver=solver, solver_kwargs=kwargs,
+                                    f_max_steps=max_steps, f_tol=tol, f_stop_mode="rel")
+            if variables is None:
+                variables = common.load_or_random(model, checkpoint)
+            fn = jax.jit(lambda v, a, b, m=model: m.apply(v, a, b, iters=max_steps)["stats"])
+            try:
+                jax.block_until_ready(fn(variables, im1, im2))
+            except Exception as e:  # noqa: BLE001  (a backend failing is a result to report)
+                rows.append(failed(problem, name, e))
+                continue
+            t0 = time.perf_counter()
+            stats = jax.block_until_ready(fn(variables, im1, im2))
+            rows.append(row(problem, name, stats, time.perf_counter() - t0, tol))
+            print(_fmt(rows[-1]), flush=True)
     return rows
 
 
@@ -123,43 +168,60 @@ def failed(problem: str, name: str, error: Exception) -> dict:
 
 
 def _fmt(r: dict) -> str:
-    return (f"{r['problem'][:30]:30s} {r['solver']:20s} steps {r['steps_to_tol']:5.1f} "
-            f"rel_final {r['rel_final']:.2e} rel_lowest {r['rel_lowest']:.2e} ({r['seconds']} s)")
+    return (f"{r['problem'][:30]:30s} {r['solver']:22s} steps {r['steps_to_tol']:5.1f} "
+            f"to 1e-2/3e-3/2e-3/1e-3 {r['steps_to_0.01']:5.1f} {r['steps_to_0.003']:5.1f} "
+            f"{r['steps_to_0.002']:5.1f} {r['steps_to_0.001']:5.1f} "
+            f"rel_lowest {r['rel_lowest']:.2e} ({r['seconds']} s, {r['seconds_per_step']} s/step)")
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
-    from lineplot import line_plot
+    from jflow.plots import line_plot
 
-    series = [{"x": list(range(1, len(r["rel_trace"]) + 1)), "y": r["rel_trace"],
-               "label": r["solver"] + (" (failed)" if "error" in r else ""), "marker": False}
-              for r in rows]
-    line_plot(path, series, title=title, xlabel="solver step (f evaluation of the loop)",
-              ylabel="relative residual", logy=True)
+    ok = [r for r in rows if "error" not in r]
+    for suffix, xlabel, xs in (
+            ("", "solver step (f evaluation of the loop)",
+             lambda r: list(range(1, len(r["rel_trace"]) + 1))),
+            ("_time", "wall time (s, steps x seconds per step)",
+             lambda r: [(i + 1) * r["seconds_per_step"] for i in range(len(r["rel_trace"]))])):
+        series = [{"x": xs(r), "y": [max(v, 1e-9) for v in r["rel_trace"]], "label": r["solver"],
+                   "marker": False} for r in ok]
+        line_plot(path + suffix + ".png", series, title=title, xlabel=xlabel,
+                  ylabel="relative residual (batch mean)", logy=True)
 
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--solvers", default=",".join(SOLVERS))
-    p.add_argument("--max_steps", type=int, default=60, help="DEQ-RAFT solver steps")
+    p.add_argument("--max_steps", type=int, default=100, help="DEQ-RAFT solver steps")
+    p.add_argument("--tol", type=float, default=1e-3, help="DEQ-RAFT relative tolerance")
     p.add_argument("--toy_steps", type=int, default=100, help="toy problem solver steps")
     p.add_argument("--scale", type=float, default=0.25, help="Sintel demo downscaling")
+    p.add_argument("--frames", default=common.SINTEL_DEMO, help="Sintel demo frames directory")
     p.add_argument("--checkpoint", default=None, help="DEQ-RAFT-T jflow checkpoint")
     p.add_argument("--out", default=common.RESULTS)
     a = p.parse_args(argv)
     solvers = [s for s in a.solvers.split(",") if s]
-    toy = run_toy(solvers, a.toy_steps)
-    deq = run_deq_raft(solvers, a.max_steps, a.scale, a.checkpoint)
-    base = os.path.join(a.out, "solvers")
     note = None if a.checkpoint else common.RANDOM_WEIGHTS_NOTE
-    common.write_results(base, [{k: v for k, v in r.items() if k != "rel_trace"} for r in toy + deq],
-                         what="steps to tolerance (mean nstep over the batch; max_steps when not "
-                              "reached) and residuals per solver", note=note,
-                         traces={f"{r['problem']}|{r['solver']}": r["rel_trace"] for r in toy + deq})
-    plot(toy, base + "_toy.png", "z = tanh(Wz + x), eig(W) in [-0.475, 0.95], dim 256")
-    plot(deq, base + "_deq_raft.png",
-         f"DEQ-RAFT-T on Sintel demo ({'random weights' if note else 'checkpoint'})")
-    print(f"wrote {base}.csv, .json, _toy.png, _deq_raft.png")
-    return toy + deq
+    if note:
+        print("NOTE:", note, flush=True)
+    toy = run_toy(solvers, a.toy_steps)
+    problems = [sintel_batch(a.frames, a.scale), synthetic_batch()]
+    deq = run_deq_raft(solvers, a.max_steps, problems, a.checkpoint, a.tol)
+    base = os.path.join(a.out, "solvers")
+    rows = toy + deq
+    common.write_results(
+        base, [{k: v for k, v in r.items() if k != "rel_trace"} for r in rows],
+        what="per solver: mean steps to rel 1e-2 / 1e-3 (NaN: not reached), steps used "
+             "(max_steps when tol not reached), residuals, wall seconds per solve and per step",
+        note=note, checkpoint=a.checkpoint, max_steps=a.max_steps, tol=a.tol,
+        traces={f"{r['problem']}|{r['solver']}": r["rel_trace"] for r in rows})
+    weights = "random weights" if note else "trained (quick start)"
+    plot(toy, base + "_toy", "z = tanh(Wz + x), eig(W) in [-0.475, 0.95], dim 256")
+    for (problem, _, _), tag in zip(problems, ("sintel", "synthetic")):
+        plot([r for r in deq if r["problem"] == problem], base + "_" + tag,
+             f"DEQ-RAFT-T {weights}: {problem}")
+    print(f"wrote {base}.csv, .json and plots")
+    return rows
 
 
 if __name__ == "__main__":
