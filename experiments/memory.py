@@ -10,6 +10,14 @@ needs on top of its arguments (parameters, images) and outputs (gradients). DEQ-
 RAFT runs ``iters`` update iterations. The claim under test: DEQ training memory does not grow
 with the solver steps (phantom / IFT gradients), while unrolled backprop and RAFT grow linearly.
 Writes ``experiments/results/memory.{csv,json,png}``.
+
+The paper's setting (Bai et al. 2022 compare training memory at the FlyingChairs crop):
+
+    python experiments/memory.py --paper
+
+measures DEQ-RAFT-B (36 naive solver steps, one phantom step, one supervised state; and with
+deq-flow v2's Chairs recipe of 6 correction states) against RAFT with 12 update iterations at
+368x496, batch 1, and merges those rows into the existing results (the step sweep is kept).
 """
 from __future__ import annotations
 
@@ -47,7 +55,7 @@ def deq_model(size: str, grad: str, steps: int):
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
-    from lineplot import line_plot
+    from jflow.plots import line_plot
 
     series = []
     for label in dict.fromkeys(r["setting"] for r in rows):
@@ -67,7 +75,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--grads", default=",".join(GRADS))
     p.add_argument("--raft", default="raft", help="baseline: raft, raft_small or '' for none")
     p.add_argument("--out", default=common.RESULTS)
+    p.add_argument("--paper", action="store_true",
+                   help="only the paper's setting (368x496, DEQ-RAFT-B vs RAFT 12 iterations), "
+                        "merged into the existing results")
     a = p.parse_args(argv)
+    if a.paper:
+        return paper(a.out)
     steps = [int(s) for s in a.steps.split(",")]
     os.makedirs(a.out, exist_ok=True)
 
@@ -90,6 +103,40 @@ def main(argv=None) -> list[dict]:
                          "backward), CPU buffer assignment, compiled on ShapeDtypeStructs")
     plot(rows, base + ".png", f"Training-step memory, {a.height}x{a.width}, batch {a.batch}")
     print(f"wrote {base}.csv, .json, .png")
+    return rows
+
+
+def paper(out: str, height: int = 368, width: int = 496) -> list[dict]:
+    """The paper's comparison at the Chairs crop, merged into ``out``/memory.{csv,json}."""
+    import json
+
+    settings = [
+        ("paper: deq_raft-B phantom, 1 state", deq_model("B", "phantom", 36), None, 36),
+        ("paper: deq_raft-B phantom, 6 states (v2 chairs)",
+         common.deq_raft("B", solver="naive", f_max_steps=36, grad="phantom", n_states=6,
+                         phantom_steps=1), None, 36),
+        ("paper: raft 12 iterations", build_model({"name": "raft"}), 12, 12),
+    ]
+    new = []
+    for label, model, iters, n in settings:
+        row = {"setting": label, "steps": n, "height": height, "width": width, "batch": 1,
+               **measure(model, height, width, 1, iters)}
+        new.append(row)
+        print(f"{label:48s}: temp {row['temp_mib']:8.1f} MiB, total {row['total_mib']:8.1f} MiB "
+              f"(compile {row['compile_s']} s)", flush=True)
+    base = os.path.join(out, "memory")
+    old = []
+    if os.path.isfile(base + ".json"):
+        with open(base + ".json") as fh:
+            old = [r for r in json.load(fh)["rows"] if not str(r["setting"]).startswith("paper:")]
+    rows = old + new
+    common.write_results(base, rows, what="XLA temp memory of one training step (forward + "
+                         "backward), CPU buffer assignment, compiled on ShapeDtypeStructs; "
+                         "'paper:' rows at 368x496 (python experiments/memory.py --paper)")
+    sweep = [r for r in rows if not str(r["setting"]).startswith("paper:")]
+    if sweep:
+        h, w, b = sweep[0]["height"], sweep[0]["width"], sweep[0]["batch"]
+        plot(sweep, base + ".png", f"Training-step memory, {h}x{w}, batch {b}")
     return rows
 
 
