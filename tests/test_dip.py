@@ -84,6 +84,7 @@ def test_training_outputs_and_noise_options(dip, pair):
     assert not np.array_equal(uniform("torch", True, 0), torch_order)  # training: JAX key
 
 
+@pytest.mark.slow  # compiling the training step: ~40-60 s of CPU
 def test_smoke_config_trains_and_evaluates(tmp_path):
     from configs import dip as dip_config
     from jflow import train
