@@ -21,7 +21,7 @@ Official checkpoints (DIP_things.pth, DIP_sintel.pth, DIP_kitti.pth):
 Evaluate: ``--config.mode=eval --config.eval.checkpoint=DIR`` (20 iterations, the demo's).
 
 Model fields (``config.model``): ``iters`` (training double steps per stage, 6 = the official
-``forward`` default), ``eval_iters`` 20, ``max_offset`` 256 (demo; the class default is 192),
+``forward`` default), ``eval_iters`` 20 (``warm_iters`` 12 when warm-started), ``max_offset`` 256 (demo; the class default is 192),
 ``noise`` "torch" (evaluation noise bit-exact with the official seeded ``torch.rand``) or "jax"
 (training always uses the JAX ``noise`` stream), ``channel_order`` "bgr": the official
 checkpoints take BGR images (cv2), so jflow flips its RGB input; ``:rgb`` feeds RGB as is
@@ -37,6 +37,7 @@ def get_config(arg=None):
                     and not t.strip().startswith("rgb="))
     c = recipes.recurrent_config("dip", rest, recipes.RAFT_STAGES, recipes.DIP_EVAL_ITERS)
     c.model.max_offset = 256
+    c.model.warm_iters = 12
     c.model.noise = "torch"
     c.model.channel_order = "rgb" if a.rgb else "bgr"
     if not a.smoke:

@@ -276,8 +276,8 @@ class DIP(nn.Module):
     """DIP; see the module docstring.
 
     Attributes:
-      iters: double steps per stage when training; ``eval_iters`` at evaluation (``iters=``
-        overrides both; the warm-start demo uses 12).
+      iters: double steps per stage when training; ``eval_iters`` at evaluation from a cold
+        start, ``warm_iters`` when warm-started (demo.py: 20 and 12); ``iters=`` overrides all.
       max_offset: range of the random initial flow in input pixels (official demo 256, class 192).
       noise: "torch" (evaluation noise bit-exact with the official test mode) | "jax".
       channel_order: "bgr" (official checkpoints) | "rgb".
@@ -291,6 +291,7 @@ class DIP(nn.Module):
 
     iters: int = 6
     eval_iters: int = 20
+    warm_iters: int = 12
     max_offset: int = 256
     noise: str = "torch"
     channel_order: str = "bgr"
@@ -303,6 +304,15 @@ class DIP(nn.Module):
             return jnp.asarray(np.transpose(torch_rand(NOISE_SEED, (b, c, h, w)), (0, 2, 3, 1)))
         key = self.make_rng("noise") if self.has_rng("noise") else jax.random.PRNGKey(0)
         return jax.random.uniform(key, shape, jnp.float32)
+
+    def iterations(self, train: bool, warm: bool, iters: int | None = None) -> int:
+        """Double steps per stage: ``iters`` if given, else ``iters`` (training), ``warm_iters``
+        (evaluation from a warm start) or ``eval_iters`` (cold), as demo.py runs 20 then 12."""
+        default = self.iters if train else (self.warm_iters if warm else self.eval_iters)
+        n_iters = int(iters if iters is not None else default)
+        if n_iters < 1:
+            raise ValueError(f"DIP: iters must be >= 1, got {n_iters}")
+        return n_iters
 
     @nn.compact
     def __call__(self, image1: Array, image2: Array, *, train: bool = False,
@@ -322,9 +332,7 @@ class DIP(nn.Module):
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"DIP: channel_order must be one of {CHANNEL_ORDERS}, got "
                              f"{self.channel_order!r}")
-        n_iters = int(iters if iters is not None else (self.iters if train else self.eval_iters))
-        if n_iters < 1:
-            raise ValueError(f"DIP: iters must be >= 1, got {n_iters}")
+        n_iters = self.iterations(train, flow_init is not None or state_init is not None, iters)
         init = None
         for arg, value in (("state_init", state_init), ("flow_init", flow_init)):
             if value is None:

@@ -75,6 +75,7 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
         from jflow.models.dip import DIP
         return DIP(iters=int(_get(model_cfg, "iters", 6)),
                    eval_iters=int(_get(model_cfg, "eval_iters", 20)),
+                   warm_iters=int(_get(model_cfg, "warm_iters", 12)),
                    max_offset=int(_get(model_cfg, "max_offset", 256)),
                    noise=str(_get(model_cfg, "noise", "torch")),
                    channel_order=str(_get(model_cfg, "channel_order", "bgr")),
