@@ -1,6 +1,6 @@
 """Gradient modes on a trained DEQ-RAFT: IFT, phantom k = 1 and 3, unrolled (and optimistix's IFT).
 
-    python experiments/gradients.py --checkpoint=/work/runs/quickstart [--steps=16 --train_steps=30]
+    python experiments/gradients.py --checkpoint=runs/quickstart [--steps=16 --train_steps=30]
 
 The checkpoint is the README quick-start model (DEQ-RAFT-T, synthetic 64x96 pairs). Every mode
 uses the same forward solve -- ``--steps`` naive steps, "last" return rule, one supervised state

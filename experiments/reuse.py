@@ -1,6 +1,6 @@
 """Fixed-point reuse across a video: DEQ-RAFT solver effort per frame pair with and without it.
 
-    python experiments/reuse.py --checkpoint=/work/runs/quickstart [--frames=DIR --tol=2e-3]
+    python experiments/reuse.py --checkpoint=runs/quickstart [--frames=DIR --tol=2e-3]
 
 (``--checkpoint``: the README quick-start model; ``--config`` defaults to configs/deq_raft.py.)
 
@@ -16,7 +16,6 @@ Writes ``experiments/results/reuse.{csv,json}``, ``reuse_steps.png`` and ``reuse
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import warnings
@@ -29,23 +28,12 @@ import numpy as np  # noqa: E402
 import common  # noqa: E402
 
 
-def load_config(spec: str):
-    """``path/to/config.py[:arg]`` -> ``get_config(arg)`` (as absl's config flags do)."""
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--config: no such file {path}")
-    mod_spec = importlib.util.spec_from_file_location("reuse_config", path)
-    mod = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(mod)
-    return mod.get_config(arg or None)
-
-
 def predictor(config, checkpoint: str | None, solver: str, max_steps: int, tol: float):
     from jflow.deq import from_config
-    from jflow.models import build_model
+    from jflow.models import build_model, is_deq
     from jflow.predict import FlowPredictor
 
-    if not str(config.model.name).startswith("deq"):
+    if not is_deq(config):
         raise ValueError(f"--config: {config.model.name} is not a DEQ model")
     deq = from_config(config.deq).replace(solver=solver, f_tol=tol, f_stop_mode="rel",
                                           return_rule="lowest")
@@ -75,6 +63,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--budget", type=int, default=8, help="fixed step budget for (b)")
     p.add_argument("--out", default=common.RESULTS)
     a = p.parse_args(argv)
+    from jflow.config_files import load_config
+
     config = load_config(a.config)
     frames, names = common.demo_frames(a.frames, a.scale)
     note = None if a.checkpoint else common.RANDOM_WEIGHTS_NOTE

@@ -1,6 +1,6 @@
 """Fixed-point solvers side by side on a trained DEQ-RAFT: residual vs steps and wall time.
 
-    python experiments/solvers.py --checkpoint=/work/runs/quickstart [--frames=DIR --max_steps=100]
+    python experiments/solvers.py --checkpoint=runs/quickstart [--frames=DIR --max_steps=100]
 
 The checkpoint is the README quick-start model (DEQ-RAFT-T trained 300 steps on synthetic 64x96
 pairs: ``python -m jflow.main --config=configs/deq_raft.py --workdir=runs/quickstart``). Problems:

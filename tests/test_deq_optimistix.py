@@ -9,7 +9,7 @@ from deq_problems import linear_problem
 from jflow.deq import DEQConfig, deq_fixed_point, get_solver, solve
 from jflow.deq.solvers import available_solvers
 
-optx = pytest.importorskip("optimistix")
+import optimistix as optx  # noqa: E402  (in the dev extra: never skipped)
 
 
 def _run(f, z0, name, steps, tol, **kw):

@@ -1,2 +1,0 @@
-"""Kept for the experiment scripts: the plot lives in :mod:`jflow.plots`."""
-from jflow.plots import line_plot  # noqa: F401
