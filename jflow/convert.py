@@ -50,8 +50,9 @@ IGNORABLE = (
     (re.compile(r"(^|\.)attn\.pos_emb\..*$"), "DEQ-GMA position tables, unused"),
 )
 # Module paths registered twice in torch (the same BatchNorm under two names): residual blocks
-# alias ``downsample.1`` to ``norm3``, bottleneck blocks to ``norm4`` (tried first).
-ALIASES = (("downsample.1", "norm4"), ("downsample.1", "norm3"))
+# alias ``downsample.1`` to ``norm3``, bottleneck blocks to ``norm4`` (tried first), SEA-RAFT's
+# ResNet-FPN blocks to ``bn3``.
+ALIASES = (("downsample.1", "norm4"), ("downsample.1", "norm3"), ("downsample.1", "bn3"))
 # Module moves between checkpoint layouts: (torch prefix, alternative prefix).
 MOVES = (("update_block.mask.", "mask."),)
 
@@ -264,10 +265,17 @@ def _preprocess_liteflownet2(state: dict[str, np.ndarray], config, source: str
     return ptlflow_to_jflow_state(state, str(config.model.get("variant", "sintel")), source)
 
 
+def _preprocess_sea_raft(state: dict[str, np.ndarray], config, source: str
+                         ) -> dict[str, np.ndarray]:
+    from jflow.models.sea_raft import check_checkpoint_size
+    check_checkpoint_size(state, str(config.model.get("size", "S")), source)
+    return state
+
+
 # Per-model re-layout of a checkpoint before the generic mapping: model name ->
 # fn(state_dict, config, source) -> state_dict (e.g. ptlflow's LiteFlowNet2: transposed convs,
-# frozen constants).
-PREPROCESS = {"liteflownet2": _preprocess_liteflownet2}
+# frozen constants; SEA-RAFT: one clear error for another size or model).
+PREPROCESS = {"liteflownet2": _preprocess_liteflownet2, "sea_raft": _preprocess_sea_raft}
 
 
 def convert_checkpoint(config, torch_checkpoint: str | os.PathLike, output: str | os.PathLike

@@ -191,6 +191,9 @@ class InputPadder:
 def convex_upsample(flow: Array, mask: Array, rate: int = 8) -> jax.Array:
     """RAFT convex upsampling: (B, H, W, 2) + mask (B, H, W, 9*rate^2) -> (B, rH, rW, 2).
 
+    Any number of channels C works the same way ((B, H, W, C) -> (B, rH, rW, C), all times
+    ``rate``; SEA-RAFT upsamples its mixture parameters with the flow's mask).
+
     Mask channel ``k*rate^2 + a*rate + b`` weighs 3x3 neighbour ``k`` (row-major, zero padded)
     for output pixel ``(rate*y + a, rate*x + b)``; softmax over the 9 neighbours; flow * rate.
     Computed in float32 at least (a bf16 mask from mixed precision is upcast first).
@@ -207,7 +210,7 @@ def convex_upsample(flow: Array, mask: Array, rate: int = 8) -> jax.Array:
     neigh = jnp.stack([padded[:, ky:ky + h, kx:kx + w] for ky in range(3) for kx in range(3)],
                       axis=3)  # (B, H, W, 9, 2)
     up = jnp.einsum("bhwkij,bhwkc->bhiwjc", weights, neigh, precision=_HIGHEST)
-    return up.reshape(b, rate * h, rate * w, 2)
+    return up.reshape(b, rate * h, rate * w, flow.shape[-1])
 
 
 def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:

@@ -6,12 +6,14 @@ pixels stay in the denominator, as in RAFT), ``valid = (valid >= 0.5) & (|gt|_2 
 RAFT weights its ``N`` iterations ``gamma**(N-1-i)``; DEQ-Flow weights its ``n_states`` decoded
 fixed-point estimates with torchdeq's ``fp_correction`` weights (exp, linear or const).
 LiteFlowNet2 trains with :func:`multilevel_loss` (per-level L2 or generalised Charbonnier on
-scaled flow).
+scaled flow); SEA-RAFT with :func:`mixture_laplace_loss` (mixture-of-Laplace negative
+log-likelihood of its flow and mixture parameters).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 
 Array = Any
@@ -195,4 +197,74 @@ def multilevel_loss(
     metrics = {"epe": jnp.sum(epe * mask) / count}
     for t in (1, 3, 5):
         metrics[f"{t}px"] = jnp.sum((epe < t) * mask) / count
+    return loss, metrics
+
+
+# ----------------------------------------------------------------- mixture of Laplace (SEA-RAFT)
+
+def mixture_laplace_nll(pred: Array, info: Array, flow_gt: Array, *, var_min: float = 0.0,
+                        var_max: float = 10.0) -> Array:
+    """SEA-RAFT's per-coordinate negative log-likelihood (B, H, W, 2) of ``flow_gt`` under the
+    2-component Laplace mixture predicted with ``pred`` (B, H, W, 2) and ``info`` (B, H, W, 4):
+    mixture logits ``info[..., :2]`` (shared by x and y), raw log-scales ``info[..., 2:]`` clamped
+    to ``log b_1 in [0, var_max]``, ``log b_2 in [var_min, 0]`` (official ``core/raft.py``):
+    ``-log sum_m pi_m exp(-|d| / b_m) / (2 b_m)``, computed with log-sum-exp."""
+    info = info.astype(jnp.float32)
+    logits = info[..., 0:2]
+    log_b = jnp.stack([jnp.clip(info[..., 2], 0.0, var_max),
+                       jnp.clip(info[..., 3], var_min, 0.0)], axis=-1)  # (B, H, W, m)
+    diff = jnp.abs(flow_gt.astype(jnp.float32) - pred.astype(jnp.float32))  # (B, H, W, 2)
+    term2 = diff[..., :, None] * jnp.exp(-log_b)[..., None, :]  # (B, H, W, 2, m)
+    term1 = logits - jnp.log(2.0) - log_b  # (B, H, W, m)
+    return (jax.nn.logsumexp(logits, axis=-1)[..., None]
+            - jax.nn.logsumexp(term1[..., None, :] - term2, axis=-1))
+
+
+def mixture_laplace_loss(
+    predictions: Array,
+    info_predictions: Array,
+    flow_gt: Array,
+    valid: Array,
+    weights: Array | Sequence[float],
+    *,
+    max_flow: float = MAX_FLOW,
+    var_min: float = 0.0,
+    var_max: float = 10.0,
+) -> tuple[Array, dict[str, Array]]:
+    """SEA-RAFT's sequence loss: ``sum_i weights[i] * mean_masked(NLL_i)``.
+
+    ``predictions`` (N, B, H, W, 2), ``info_predictions`` (N, B, H, W, 4) (the model's outputs
+    when training: initial flow + one per iteration); ``weights`` (N,) (``gamma**(N-1-i)``). The
+    mean runs over the (pixel, coordinate) entries with ``valid >= 0.5``, ``|gt| < max_flow`` and
+    a finite NLL (official ``core/loss.py``; a batch with no such entry contributes 0, where the
+    official code divides by zero). Metrics as :func:`weighted_sequence_loss` (last prediction).
+    """
+    predictions = jnp.asarray(predictions)
+    info_predictions = jnp.asarray(info_predictions)
+    weights = jnp.asarray(weights, jnp.float32)
+    n = predictions.shape[0]
+    if predictions.ndim != 5 or predictions.shape[1:] != flow_gt.shape:
+        raise ValueError(f"mixture_laplace_loss: predictions must be (N, *flow_gt.shape), got "
+                         f"{predictions.shape} for flow_gt {flow_gt.shape}")
+    if info_predictions.shape != predictions.shape[:-1] + (4,):
+        raise ValueError(f"mixture_laplace_loss: info_predictions must be "
+                         f"{predictions.shape[:-1] + (4,)}, got {info_predictions.shape}")
+    if weights.shape != (n,):
+        raise ValueError(f"mixture_laplace_loss: weights shape {weights.shape} does not match "
+                         f"{n} predictions")
+    gt = flow_gt.astype(jnp.float32)
+    mask = valid_mask(gt, valid, max_flow)[..., None] > 0  # (B, H, W, 1)
+    loss = jnp.zeros((), jnp.float32)
+    for i in range(n):
+        nll = mixture_laplace_nll(predictions[i], info_predictions[i], gt, var_min=var_min,
+                                  var_max=var_max)
+        m = mask & jnp.isfinite(jax.lax.stop_gradient(nll))
+        total = jnp.sum(jnp.where(m, nll, 0.0))
+        loss = loss + weights[i] * total / jnp.maximum(jnp.sum(m), 1)
+    epe = jnp.sqrt(jnp.sum(jnp.square(predictions[-1].astype(jnp.float32) - gt), axis=-1))
+    mv = mask[..., 0].astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(mv), 1.0)
+    metrics = {"epe": jnp.sum(epe * mv) / count}
+    for t in (1, 3, 5):
+        metrics[f"{t}px"] = jnp.sum((epe < t) * mv) / count
     return loss, metrics

@@ -83,7 +83,8 @@ GMA_EVAL_ITERS = {"chairs": 12, "sintel": 12, "kitti": 12, "things": 12, "synthe
 DIP_EVAL_ITERS = {"chairs": 20, "sintel": 20, "kitti": 20, "things": 20, "synthetic": 20}
 
 
-def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, *, stages: tuple[str, ...] = STAGES,
+              **defaults: Any) -> ml_collections.ConfigDict:
     """Parses ``"H,stage=things,smoke"`` into a ConfigDict typed like ``defaults``.
 
     ``key=value`` sets ``key`` (converted to the type of its default); a bare word sets a boolean
@@ -110,8 +111,8 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
             out[key] = value.lower() in ("true", "1")
         else:
             out[key] = type(default)(value)
-    if "stage" in out and out.stage not in STAGES:
-        raise ValueError(f"config argument stage={out.stage!r}: expected one of {STAGES}")
+    if "stage" in out and out.stage not in stages:
+        raise ValueError(f"config argument stage={out.stage!r}: expected one of {stages}")
     return out
 
 
@@ -273,4 +274,58 @@ def liteflownet2_config(arg: str | None) -> ml_collections.ConfigDict:
         c.data.crop = c.data.synthetic_size = (64, 64)
         c.model.iters = c.model.eval_iters = 1
         c.eval.iters = ml_collections.ConfigDict({k: 1 for k in RAFT_EVAL_ITERS})
+    return c
+
+
+# SEA-RAFT (princeton-vl/SEA-RAFT config/train/*.json; 8 GPUs, global batch, fp32): every stage
+# AdamW eps 1e-8, OneCycle (steps + 100, 5 % warm-up), clip 1.0, BatchNorm trained throughout,
+# 4 iterations (5 supervised predictions), the mixture-of-Laplace loss. Each stage starts from the
+# previous one (``--config.train.init_from``). TartanAir and Spring have no jflow reader yet: those
+# two stages are recorded here but cannot run.
+SEA_RAFT_STAGE_NAMES = ("synthetic", "tartan", "chairs", "things", "tskh", "kitti", "spring")
+_SR_SINTEL_VAL = ("sintel_clean", "sintel_final")
+SEA_RAFT_STAGES = {
+    "tartan": Stage(300_000, 32, 4e-4, (480, 640), 1e-5, 0.85, "tartanair", _SR_SINTEL_VAL,
+                    False),
+    "chairs": Stage(100_000, 16, 2.5e-4, (368, 496), 1e-4, 0.8, "chairs", ("chairs",), False),
+    "things": Stage(120_000, 32, 4e-4, (432, 960), 1e-5, 0.85, "things_clean+things_final",
+                    _SR_SINTEL_VAL, False),
+    "tskh": Stage(300_000, 32, 4e-4, (432, 960), 1e-5, 0.85,
+                  "20*sintel_clean+20*sintel_final+80*kitti+30*hd1k+things_clean",
+                  _SR_SINTEL_VAL, False),
+    "kitti": Stage(10_000, 16, 1e-4, (432, 960), 1e-5, 0.85, "kitti", ("kitti",), False),
+    "spring": Stage(120_000, 32, 4e-4, (540, 960), 1e-5, 0.85, "spring", ("spring",), False),
+}
+# Official augmentation: resize by 2^U(s + a, s + b) (spring: s = -1, (0, 0.2); kitti: no flip);
+# jflow's augmentation keeps its per-dataset RAFT ranges, so this table is documentation only.
+SEA_RAFT_SCALE_RANGES = {"tartan": (-0.2, 0.4), "chairs": (-0.1, 1.0), "things": (-0.4, 0.8),
+                         "tskh": (-0.2, 0.6), "kitti": (-0.2, 0.4), "spring": (0.0, 0.2)}
+SEA_RAFT_EVAL_ITERS = {"S": 4, "M": 4, "L": 12}
+
+
+def sea_raft_config(arg: str | None) -> ml_collections.ConfigDict:
+    """SEA-RAFT: ``arg`` = ``[S|M|L][,stage=...][,smoke]`` (L = M weights at 12 iterations)."""
+    a = parse_arg(arg, stages=SEA_RAFT_STAGE_NAMES, size="S", stage="synthetic", smoke=False)
+    size = a.size.upper()
+    if size not in SEA_RAFT_EVAL_ITERS:
+        raise ValueError(f"config argument size={a.size!r}: expected one of "
+                         f"{tuple(SEA_RAFT_EVAL_ITERS)}")
+    c = base_config()
+    c.model.name = "sea_raft"
+    c.model.size = size
+    c.model.iters = 4
+    c.model.eval_iters = SEA_RAFT_EVAL_ITERS[size]
+    c.model.scale = 0
+    c.eval.iters = ml_collections.ConfigDict({k: SEA_RAFT_EVAL_ITERS[size]
+                                              for k in RAFT_EVAL_ITERS})
+    c.train.loss = "mixture_laplace"
+    c.train.gamma = 0.85
+    c.train.wd = 1e-5
+    apply_stage(c, a.stage, SEA_RAFT_STAGES)
+    if a.stage == "spring":
+        c.model.scale = -1  # 1080p evaluated at 540p
+    if a.smoke:
+        apply_smoke(c)
+        c.data.crop = c.data.synthetic_size = (64, 64)
+        c.model.iters = c.model.eval_iters = 2
     return c

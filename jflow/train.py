@@ -88,7 +88,8 @@ class OptimSpec:
     gamma: float
     correction_weights: str
     deq: bool
-    # "sequence" (RAFT / DEQ predictions) or "multilevel_l2" / "multilevel_charbonnier"
+    # "sequence" (RAFT / DEQ predictions), "mixture_laplace" (SEA-RAFT) or "multilevel_l2" /
+    # "multilevel_charbonnier"
     # (LiteFlowNet2's ``pyramid``: per-level weights, full-resolution weight, resize mode).
     loss: str = "sequence"
     level_weights: tuple[float, ...] = ()
@@ -207,13 +208,18 @@ def _update_fn(model, spec: OptimSpec, mesh: jax.sharding.Mesh) -> Callable:
             preds = out["predictions"]
             loss, metrics = losses.weighted_sequence_loss(
                 preds, batch["flow"], batch["valid"], loss_weights(spec, preds.shape[0]))
+        elif spec.loss == "mixture_laplace":  # SEA-RAFT
+            preds = out["predictions"]
+            loss, metrics = losses.mixture_laplace_loss(
+                preds, out["info_predictions"], batch["flow"], batch["valid"],
+                loss_weights(spec, preds.shape[0]))
         elif spec.loss in ("multilevel_l2", "multilevel_charbonnier"):
             loss, metrics = losses.multilevel_loss(
                 out["pyramid"], out["flow"], batch["flow"], batch["valid"], spec.level_weights,
                 spec.full_res_weight, kind=spec.loss.split("_")[1], resize=spec.loss_resize)
         else:
-            raise ValueError(f"config.train.loss must be sequence, multilevel_l2 or "
-                             f"multilevel_charbonnier, got {spec.loss!r}")
+            raise ValueError(f"config.train.loss must be sequence, mixture_laplace, "
+                             f"multilevel_l2 or multilevel_charbonnier, got {spec.loss!r}")
         for k, v in (out.get("stats") or {}).items():
             if k in ("nstep", "abs_lowest", "rel_lowest"):
                 metrics[k] = jnp.mean(v.astype(jnp.float32))

@@ -51,6 +51,8 @@ Golden file (``tests/data/golden/<name>.npz``, written by :func:`save_golden`)::
     flow            (B, H, W, 2) the official flow at full resolution, float64 run; float32
                     when rounding changes it by < 1e-6 px, else float64
     flow_low        (B, H/8, W/8, 2) optional, the official low-resolution flow (1/8 px units)
+    extra:<name>    optional further official outputs (float64 run), compared with the model's
+                    ``out[<name>]`` to ``atol`` (SEA-RAFT: ``info``, ``uncertainty``)
     atol            float, the tolerance on max |flow - golden| in px (1e-3: jflow's fidelity
                     criterion, float32 jflow vs float64 official)
     official_f32_err float, max |official float32 - official float64| in px, for scale
@@ -188,6 +190,7 @@ class Golden:
     atol: float
     official_f32_err: float
     provenance: dict[str, Any]
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The official state_dict the golden flow was computed with (regenerated)."""
@@ -212,7 +215,8 @@ def load_golden(path: str | os.PathLike) -> Golden:
             image1=z["image1"], image2=z["image2"], flow=z["flow"],
             flow_low=z["flow_low"] if "flow_low" in z.files else None,
             atol=float(z["atol"]), official_f32_err=float(z["official_f32_err"]),
-            provenance=json.loads(str(z["provenance"])))
+            provenance=json.loads(str(z["provenance"])),
+            extras={k[len("extra:"):]: z[k] for k in z.files if k.startswith("extra:")})
 
 
 def golden_files(directory: str | os.PathLike = GOLDEN_DIR) -> list[str]:
@@ -235,7 +239,8 @@ def save_golden(path: str | os.PathLike, *, name: str, config: str, iters: int |
                 provenance: Mapping[str, Any], aliases: Mapping[str, str] | None = None,
                 fixed: Mapping[str, np.ndarray] | None = None,
                 flow_low: np.ndarray | None = None, overrides: Mapping[str, Any] | None = None,
-                atol: float = DEFAULT_ATOL) -> None:
+                atol: float = DEFAULT_ATOL,
+                extras: Mapping[str, np.ndarray] | None = None) -> None:
     """Writes a golden file (compressed npz); ``flow``/``flow_low`` NHWC, float64 official."""
     for im in (image1, image2):
         if im.dtype != np.uint8 or im.ndim != 4 or im.shape[-1] != 3:
@@ -255,4 +260,6 @@ def save_golden(path: str | os.PathLike, *, name: str, config: str, iters: int |
         arrays["flow_low"] = _compact(flow_low)
     for key, value in (fixed or {}).items():
         arrays[f"fixed:{key}"] = np.asarray(value)
+    for key, value in (extras or {}).items():
+        arrays[f"extra:{key}"] = _compact(value)
     np.savez_compressed(path, **arrays)

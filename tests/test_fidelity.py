@@ -27,7 +27,7 @@ from jflow.torch_pickle import save_torch_state_dict
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDENS = golden_files()
 # Models with an official implementation in jflow; each must have a golden file.
-REQUIRED = ("raft", "raft_small", "gma", "deq_flow_b", "deq_flow_h")
+REQUIRED = ("raft", "raft_small", "gma", "deq_flow_b", "deq_flow_h", "sea_raft_s", "sea_raft_m")
 # Each model runs once: XLA:CPU compiles about twice as fast with these (same flow within
 # float32 rounding).
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -129,6 +129,11 @@ def test_flow_matches_official(path):
     if g.flow_low is not None and "flow_low" in out:  # 1/8-resolution pixels: same tolerance in px
         err_low = float(np.max(np.abs(np.asarray(out["flow_low"], np.float64) - g.flow_low)))
         assert err_low <= g.atol / 8, f"{_name(path)}: flow_low differs by {err_low:.2e}"
+    for key, want in g.extras.items():  # further official outputs (SEA-RAFT info, uncertainty)
+        assert key in out, f"{_name(path)}: the model has no output {key!r}"
+        err_x = float(np.max(np.abs(np.asarray(out[key], np.float64) - want)))
+        print(f"{_name(path)}: {key} max diff {err_x:.2e}")
+        assert err_x <= g.atol, f"{_name(path)}: {key} differs by {err_x:.2e}"
 
 
 @pytest.mark.parametrize("path", GOLDENS, ids=_name)

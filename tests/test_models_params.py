@@ -27,6 +27,8 @@ COUNTS = [
     ("liteflownet2", None, {}, 6_429_208),  # Caffe counts (reference liteflownet2.md)
     ("liteflownet2", None, {"variant": "kitti"}, 6_493_241),
     ("dip", None, {}, 5_371_968),  # dip.md; ptlflow 5.372M
+    ("sea_raft", "S", {}, 8_883_460),  # sea_raft.md (official code instantiated)
+    ("sea_raft", "M", {}, 19_663_876),
 ]
 
 

@@ -38,7 +38,8 @@ from jflow.models.corr import CORR_KINDS
 from jflow.models.deq_raft import DEQ_SIZES, DEQRAFT
 from jflow.models.raft import RAFT
 
-MODEL_NAMES = ("raft", "raft_small", "gma", "deq_raft", "deq_gma", "dip", "liteflownet2")
+MODEL_NAMES = ("raft", "raft_small", "gma", "deq_raft", "deq_gma", "dip", "liteflownet2",
+               "sea_raft")
 SIZE_ALIASES = {"tiny": "T", "base": "B", "large": "L", "huge": "H", "gigantic": "G"}
 
 
@@ -71,6 +72,18 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     if name == "liteflownet2":
         from jflow.models.liteflownet2 import LiteFlowNet2
         return LiteFlowNet2(variant=str(_get(model_cfg, "variant", "sintel")))
+    if name == "sea_raft":
+        from jflow.models.sea_raft import SEA_RAFT_SIZES, SEARAFT
+        size = str(_get(model_cfg, "size", "S")).upper()
+        if size not in SEA_RAFT_SIZES:
+            raise ValueError(f"config.model.size must be one of {sorted(SEA_RAFT_SIZES)} for "
+                             f"sea_raft, got {size!r}")
+        eval_iters = _get(model_cfg, "eval_iters")
+        return SEARAFT(size=size, iters=int(_get(model_cfg, "iters", 4)),
+                       eval_iters=None if eval_iters is None else int(eval_iters),
+                       corr=corr, corr_levels=common["corr_levels"],
+                       corr_radius=int(4 if radius is None else radius),
+                       freeze_bn=common["freeze_bn"], scale=int(_get(model_cfg, "scale", 0)))
     if name == "dip":
         from jflow.models.dip import DIP
         return DIP(iters=int(_get(model_cfg, "iters", 6)),

@@ -1,4 +1,5 @@
-"""Golden flows of the official RAFT, RAFT-small, GMA and DEQ-Flow (v2) code (fidelity tests).
+"""Golden flows of the official RAFT, RAFT-small, GMA, DEQ-Flow (v2) and SEA-RAFT code (fidelity
+tests).
 
 Not part of the test suite and not run by CI: it needs torch and checkouts of the official
 repositories, which never enter this repository (deq-flow is AGPL-3.0; only the arrays it
@@ -9,12 +10,24 @@ einops (GMA); jflow itself and jax are not needed)::
 
     python tools/fidelity/make_golden.py --raft /path/to/princeton-vl/RAFT \\
         --gma /path/to/zacjiang/GMA --deq_flow /path/to/locuslab/deq-flow \\
-        [--out tests/data/golden] [--only raft,raft_small,gma,deq_flow_b,deq_flow_h]
+        --sea_raft /path/to/princeton-vl/SEA-RAFT [--out tests/data/golden] \\
+        [--only raft,raft_small,gma,deq_flow_b,deq_flow_h,sea_raft_s,sea_raft_m]
 
 Each path is the root of a checkout (the code is imported from ``core/``, for deq-flow from
 ``code.v.2.0/core/``). The goldens in the repository were made with princeton-vl/RAFT
 2888e15a51fa41140771d3f498ed8023cff098d1, zacjiang/GMA 2f1fd29468a86a354d44dd25d107930b3f175043,
-locuslab/deq-flow 869d4bcd9c1d227cbfa16639994d1b118510a9bb, torch 2.13.0 (CPU).
+locuslab/deq-flow 869d4bcd9c1d227cbfa16639994d1b118510a9bb, princeton-vl/SEA-RAFT
+f41d0a7ebff0e09def0f8ba9ebfd961686013b41, torch 2.13.0 (CPU).
+
+SEA-RAFT (``sea_raft_s``, ``sea_raft_m``): the model is built from ``config/eval/sintel-{S,M}.json``
+(as ``config/parser.py`` reads it), with two shims: ``ResNetFPN`` skips its torchvision ImageNet
+download (``init_weight=False``; every tensor is then overwritten by the seeded weights, BatchNorm
+running statistics included) and ``huggingface_hub`` is stubbed when missing (the model class
+derives from its mixin). ``forward(image1, image2, iters=4, test_mode=True)`` on a 122x134 crop
+(not a multiple of 8: the in-model replicate padding is exercised); the golden stores the final
+flow plus ``extra:info`` (the 4 raw mixture channels) and ``extra:uncertainty`` (``demo.py``'s
+``get_heatmap``: softmax-weighted clamped log-scales). No ``flow_low`` (the official forward does
+not return it).
 
 What it does, per model:
 
@@ -76,11 +89,18 @@ MODELS = {
     "gma": ("gma", "configs/gma.py", {}),
     "deq_flow_b": ("deq_flow", "configs/deq_raft.py:B", dict(size_flag=None)),
     "deq_flow_h": ("deq_flow", "configs/deq_raft.py:H", dict(size_flag="--huge")),
+    "sea_raft_s": ("sea_raft", "configs/sea_raft.py:S", dict(eval_config="sintel-S")),
+    "sea_raft_m": ("sea_raft", "configs/sea_raft.py:M", dict(eval_config="sintel-M")),
 }
+# SEA-RAFT pads inside the model: its goldens use a size that is not a multiple of 8 (padded to
+# 128x136: the coarsest correlation level is still 2x2).
+SEA_RAFT_HW = (122, 134)
+SEA_RAFT_ITERS = 4
 
 
-def load_images() -> tuple[np.ndarray, np.ndarray]:
-    """Sintel demo frames 16 and 17, 2x2 box-downscaled, a 128x128 crop: uint8 (1, H, W, 3)."""
+def load_images(hw: tuple[int, int] = (SIZE, SIZE)) -> tuple[np.ndarray, np.ndarray]:
+    """Sintel demo frames 16 and 17, 2x2 box-downscaled, an ``hw`` crop at ``CROP``: uint8
+    (1, H, W, 3)."""
     import cv2
 
     out = []
@@ -90,7 +110,7 @@ def load_images() -> tuple[np.ndarray, np.ndarray]:
         h, w = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
         small = rgb[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
         y, x = CROP
-        out.append(np.round(small[y:y + SIZE, x:x + SIZE]).astype(np.uint8)[None])
+        out.append(np.round(small[y:y + hw[0], x:x + hw[1]]).astype(np.uint8)[None])
     return out[0], out[1]
 
 
@@ -111,6 +131,17 @@ def install_shims(torch) -> None:
         stub = types.ModuleType("termcolor")
         stub.colored = lambda text, *args, **kwargs: text
         sys.modules["termcolor"] = stub
+    try:
+        import huggingface_hub  # noqa: F401  (SEA-RAFT's RAFT derives from its mixin)
+    except ImportError:
+        stub = types.ModuleType("huggingface_hub")
+
+        class PyTorchModelHubMixin:  # accepts the class keywords (repo_url, license, ...)
+            def __init_subclass__(cls, **kwargs):
+                super().__init_subclass__()
+
+        stub.PyTorchModelHubMixin = PyTorchModelHubMixin
+        sys.modules["huggingface_hub"] = stub
 
 
 @contextlib.contextmanager
@@ -127,7 +158,8 @@ def official_imports(core: str):
             mod = sys.modules[name]
             if getattr(mod, "__file__", None) and os.path.abspath(mod.__file__).startswith(core):
                 del sys.modules[name]
-            elif name in ("utils", "utils.utils", "deq", "deq.norm"):
+            elif name in ("utils", "utils.utils", "deq", "deq.norm", "raft", "corr", "update",
+                          "extractor", "layer"):
                 del sys.modules[name]
 
 
@@ -160,6 +192,42 @@ def build(name: str, family: str, opts: dict, roots: dict):
             low, up = m(im1, im2, iters=RAFT_ITERS, test_mode=True)
             return low, up, {}
         return model, forward, core, dict(args=vars(args), iters=RAFT_ITERS, test_mode=True)
+    if family == "sea_raft":
+        import torch
+
+        core = os.path.join(roots["sea_raft"], "core")
+        with open(os.path.join(roots["sea_raft"], "config", "eval",
+                               opts["eval_config"] + ".json")) as f:
+            args = argparse.Namespace(**json.load(f))  # as config/parser.py json_to_args
+        with official_imports(core):
+            import extractor  # official
+            from raft import RAFT  # official
+
+            init = extractor.ResNetFPN._init_weights
+
+            def no_download(self, a):  # the ImageNet weights are overwritten by the seeded ones
+                self.init_weight = False
+                return init(self, a)
+
+            extractor.ResNetFPN._init_weights = no_download
+            try:
+                model = RAFT(args)
+            finally:
+                extractor.ResNetFPN._init_weights = init
+
+        def forward(m, im1, im2):
+            out = m(im1, im2, iters=SEA_RAFT_ITERS, test_mode=True)
+            info = out["info"][-1]
+            # demo.py get_heatmap: sum_m softmax(w)_m * clamp(raw log b_m)
+            raw = info[:, 2:]
+            log_b = torch.zeros_like(raw)
+            log_b[:, 0] = torch.clamp(raw[:, 0], min=0, max=args.var_max)
+            log_b[:, 1] = torch.clamp(raw[:, 1], min=args.var_min, max=0)
+            heat = (log_b * info[:, :2].softmax(dim=1)).sum(dim=1, keepdim=True)
+            return None, out["flow"][-1], {"info": info, "uncertainty": heat}
+        return model, forward, core, dict(args=vars(args), iters=SEA_RAFT_ITERS, test_mode=True,
+                                          shims=["ResNetFPN init_weight=False (no torchvision "
+                                                 "download)", "huggingface_hub stub if missing"])
     core = os.path.join(roots["deq_flow"], "code.v.2.0", "core")
     with official_imports(core):
         from deq.arg_utils import add_deq_args  # official
@@ -221,8 +289,8 @@ def run(model, forward, state, im1, im2, dtype):
         t2 = torch.from_numpy(im2).permute(0, 3, 1, 2).to(dtype)
         with torch.no_grad():
             low, up, info = forward(model, t1, t2)
-        assert up.dtype == dtype and low.dtype == dtype, (up.dtype, low.dtype)
-        low = low.permute(0, 2, 3, 1).numpy().astype(np.float64)
+        assert up.dtype == dtype and (low is None or low.dtype == dtype)
+        low = None if low is None else low.permute(0, 2, 3, 1).numpy().astype(np.float64)
         up = up.permute(0, 2, 3, 1).numpy().astype(np.float64)
         return low, up, info
     finally:
@@ -242,6 +310,7 @@ def main() -> None:
     parser.add_argument("--raft", help="princeton-vl/RAFT checkout")
     parser.add_argument("--gma", help="zacjiang/GMA checkout")
     parser.add_argument("--deq_flow", help="locuslab/deq-flow checkout")
+    parser.add_argument("--sea_raft", help="princeton-vl/SEA-RAFT checkout")
     parser.add_argument("--out", default=os.path.join(REPO, "tests", "data", "golden"))
     parser.add_argument("--only", default=",".join(MODELS))
     parser.add_argument("--commits", default="{}",
@@ -252,16 +321,18 @@ def main() -> None:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     install_shims(torch)
-    roots = {"raft": a.raft, "gma": a.gma, "deq_flow": a.deq_flow}
-    repos = {"raft": "princeton-vl/RAFT", "gma": "zacjiang/GMA", "deq_flow": "locuslab/deq-flow"}
+    roots = {"raft": a.raft, "gma": a.gma, "deq_flow": a.deq_flow, "sea_raft": a.sea_raft}
+    repos = {"raft": "princeton-vl/RAFT", "gma": "zacjiang/GMA", "deq_flow": "locuslab/deq-flow",
+             "sea_raft": "princeton-vl/SEA-RAFT"}
     commits = json.loads(a.commits)
-    im1, im2 = load_images()
     os.makedirs(a.out, exist_ok=True)
     for name in a.only.split(","):
         family, config, opts = MODELS[name]
         if not roots[family]:
             raise SystemExit(f"{name} needs --{family}")
         model, forward, core, how = build(name, family, opts, roots)
+        hw = SEA_RAFT_HW if family == "sea_raft" else (SIZE, SIZE)
+        im1, im2 = load_images(hw)
         tensors, aliases = tensor_table(model)
         state = seeded_state_dict([(k, s) for k, s, _ in tensors], SEED,
                                   dtypes={k: d for k, _, d in tensors}, aliases=aliases)
@@ -269,7 +340,11 @@ def main() -> None:
         low32, up32, _ = run(model, forward, state, im1, im2, torch.float32)
         f32_err = float(np.max(np.abs(up32 - up64)))
         notes = {}
-        if info:
+        extras = {}
+        if family == "sea_raft":
+            extras = {k: v.permute(0, 2, 3, 1).numpy().astype(np.float64) for k, v in info.items()}
+            extras["uncertainty"] = extras["uncertainty"][..., 0]
+        elif info:
             trace = [float(t.max()) for t in info["abs_trace"][1:]]  # [0] is the 1e8 init
             notes["solver_abs_trace"] = trace
             notes["solver_returned_step"] = [int(x) for x in info["nstep"].reshape(-1)]
@@ -279,18 +354,19 @@ def main() -> None:
             repository=repos[family], commit=commits.get(family) or commit_of(roots[family]),
             code=os.path.relpath(core, roots[family]), torch=torch.__version__,
             python=platform.python_version(), how=how, script="tools/fidelity/make_golden.py",
-            images=dict(frames=FRAMES, downscale=2, crop_yx=CROP, size=SIZE),
+            images=dict(frames=FRAMES, downscale=2, crop_yx=CROP, size=list(hw)),
             shims=["Tensor.float -> default dtype (float64 run)", "termcolor stub if missing"],
             **notes)
-        iters = RAFT_ITERS if family != "deq_flow" else DEQ_STEPS
+        iters = {"deq_flow": DEQ_STEPS, "sea_raft": SEA_RAFT_ITERS}.get(family, RAFT_ITERS)
         path = os.path.join(a.out, f"{name}.npz")
         save_golden(path, name=name, config=config, iters=iters, seed=SEED, tensors=tensors,
                     weights_sha256=state_dict_sha256(state), aliases=aliases, image1=im1,
                     image2=im2, flow=up64, flow_low=low64, official_f32_err=f32_err,
-                    provenance=provenance)
+                    provenance=provenance, extras=extras)
+        low_err = np.nan if low64 is None else np.max(np.abs(low32 - low64))
         print(f"{name}: {len(tensors)} tensors ({len(aliases)} aliases), |flow| max "
               f"{np.abs(up64).max():.3f} mean {np.abs(up64).mean():.3f} px, official f32 vs f64 "
-              f"{f32_err:.2e} px, low-res f32 vs f64 {np.max(np.abs(low32 - low64)):.2e}, "
+              f"{f32_err:.2e} px, low-res f32 vs f64 {low_err:.2e}, "
               f"{os.path.getsize(path) / 1024:.0f} KiB -> {path}", flush=True)
 
 

@@ -1,0 +1,236 @@
+"""SEA-RAFT: model contract, resizing, conversion of official state_dicts, the mixture-of-Laplace
+loss and the trainer. Agreement with the official code in float64 is checked by the golden files
+``tests/data/golden/sea_raft_{s,m}.npz`` (``tests/test_fidelity.py``)."""
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from golden_weights import GOLDEN_DIR, load_golden
+from jflow import convert, losses
+from jflow.convert import ConversionError
+from jflow.models import build_model, count_params, model_from_config, random_variables
+from jflow.models import variable_shapes
+from jflow.models import sea_raft as sr
+from jflow.torch_pickle import save_torch_state_dict
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def get_config(arg=None):
+    spec = importlib.util.spec_from_file_location("cfg_sea_raft", REPO / "configs" / "sea_raft.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = build_model({"name": "sea_raft", "size": "S"})
+    return model, random_variables(model, seed=0)
+
+
+@pytest.fixture(scope="module")
+def golden_states():
+    """Official-layout state_dicts (S, M) of the golden files, and RAFT's."""
+    out = {}
+    for name in ("sea_raft_s", "sea_raft_m", "raft"):
+        out[name] = load_golden(pathlib.Path(GOLDEN_DIR) / f"{name}.npz").state_dict()
+    return out
+
+
+def test_sizes_configs_and_official_state_dict_layout(golden_states):
+    shapes = {s: variable_shapes(build_model({"name": "sea_raft", "size": s})) for s in "SML"}
+    assert count_params(shapes["S"]) == 8_883_460
+    assert count_params(shapes["M"]) == count_params(shapes["L"]) == 19_663_876
+    # 276 (S) / 472 (M) official keys, including the bn3 / downsample.1 aliases
+    assert len(golden_states["sea_raft_s"]) == 276 and len(golden_states["sea_raft_m"]) == 472
+    p = shapes["S"]["params"]
+    assert p["update_block"]["refine_0"]["pwconv1"]["kernel"].shape == (384, 512)
+    assert p["update_block"]["refine_1"]["dwconv"]["kernel"].shape == (7, 7, 1, 384)
+    assert p["flow_head_2"]["kernel"].shape == (3, 3, 256, 6)
+    assert "bn3" in shapes["S"]["batch_stats"]["cnet"]["layer2_0"]
+    for arg, size, ev in (("S", "S", 4), ("M", "M", 4), ("L", "L", 12)):
+        c = get_config(arg)
+        assert (c.model.size, c.model.eval_iters, c.model.iters) == (size, ev, 4)
+        assert c.train.loss == "mixture_laplace" and set(c.eval.iters.values()) == {ev}
+        assert build_model(c.model).eval_iters == ev
+    c = get_config("M,stage=tskh")
+    assert (c.train.num_steps, c.train.batch_size, c.train.lr, c.train.wd, c.train.gamma) == (
+        300_000, 32, 4e-4, 1e-5, 0.85)
+    assert tuple(c.data.crop) == (432, 960) and "30*hd1k" in c.data.train
+    c = get_config("S,stage=chairs")
+    assert (c.train.lr, c.train.wd, c.train.gamma, c.train.batch_size) == (2.5e-4, 1e-4, 0.8, 16)
+    assert get_config("M,stage=spring").model.scale == -1
+    assert get_config("S,stage=kitti").train.num_steps == 10_000
+    with pytest.raises(ValueError, match="stage"):
+        get_config("S,stage=sintel")
+    with pytest.raises(ValueError, match="size"):
+        get_config("H")
+
+
+def test_resize_matrices_follow_torch():
+    # F.interpolate(scale_factor=0.5, bilinear, align_corners=False) = 2x2 box average
+    np.testing.assert_allclose(sr._bilinear_matrix(4, 2, 0.5), [[.5, .5, 0, 0], [0, 0, .5, .5]])
+    # x2 upsampling: source (i + 0.5) / 2 - 0.5, clamped at the borders
+    np.testing.assert_allclose(sr._bilinear_matrix(2, 4, 2.0),
+                               [[1, 0], [.75, .25], [.25, .75], [0, 1]])
+    np.testing.assert_allclose(sr._area_matrix(2, 4), [[1, 0], [1, 0], [0, 1], [0, 1]])
+    np.testing.assert_allclose(sr._area_matrix(4, 2), [[.5, .5, 0, 0], [0, 0, .5, .5]])
+
+
+def test_outputs_padding_uncertainty_warm_start_and_scale(small):
+    model, variables = small
+    rng = np.random.default_rng(0)
+    im1 = jnp.asarray(rng.uniform(0, 255, (1, 60, 76, 3)), jnp.float32)
+    im2 = jnp.asarray(rng.uniform(0, 255, (1, 60, 76, 3)), jnp.float32)
+    out = jax.jit(lambda v, a, b: model.apply(v, a, b, iters=1))(variables, im1, im2)
+    assert out["flow"].shape == (1, 60, 76, 2) and out["info"].shape == (1, 60, 76, 4)
+    assert out["flow_low"].shape == (1, 8, 10, 2)  # padded to 64x80 inside the model
+    np.testing.assert_array_equal(out["state"], out["flow_low"])
+    assert out["stats"] == {}
+    unc = np.asarray(out["uncertainty"])
+    np.testing.assert_allclose(unc, np.asarray(sr.uncertainty_map(out["info"])), atol=1e-6)
+    assert unc.shape == (1, 60, 76) and unc.min() >= 0 and unc.max() <= 10
+    assert np.all(np.isfinite(np.asarray(out["flow"])))
+    # iters=0: the regressed initial flow; a warm start replaces it; scale -1 keeps the size
+    init = jnp.asarray(rng.normal(size=(1, 8, 10, 2)), jnp.float32)
+    f0 = jax.jit(lambda v, a, b, fi, si: model.apply(v, a, b, iters=0, flow_init=fi,
+                                                     state_init=si))
+    warm = f0(variables, im1, im2, init, init)
+    np.testing.assert_array_equal(np.asarray(warm["flow_low"]), 2 * np.asarray(init))
+    assert not sr.SEARAFT.zero_init_is_cold_start
+    with pytest.raises(ValueError, match="flow_init must have shape"):
+        model.apply(variables, im1, im2, iters=0, flow_init=init[:, :4])
+    scaled = build_model({"name": "sea_raft", "size": "S", "scale": -1})
+    out_s = jax.jit(lambda v, a, b: scaled.apply(v, a, b, iters=0))(variables, im1, im2)
+    assert out_s["flow"].shape == (1, 60, 76, 2) and out_s["flow_low"].shape == (1, 4, 5, 2)
+
+
+def test_train_mode_predictions_and_batch_statistics(small):
+    model, variables = small
+    im = jnp.asarray(np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)), jnp.float32)
+    out, new = jax.jit(lambda v, a, b: model.apply(v, a, b, train=True, iters=1,
+                                                   mutable=["batch_stats"]))(variables, im,
+                                                                             im[::-1])
+    assert out["predictions"].shape == (2, 2, 64, 64, 2)  # initial + 1 update
+    assert out["info_predictions"].shape == (2, 2, 64, 64, 4)
+    before = np.asarray(variables["batch_stats"]["fnet"]["bn1"]["mean"])
+    assert not np.allclose(np.asarray(new["batch_stats"]["fnet"]["bn1"]["mean"]), before)
+
+
+# ------------------------------------------------------------------------------------ convert
+
+def test_conversion_strict_and_clear_errors(golden_states, tmp_path):
+    s_state, m_state = golden_states["sea_raft_s"], golden_states["sea_raft_m"]
+    shapes = {s: variable_shapes(build_model({"name": "sea_raft", "size": s})) for s in "SML"}
+    # L is the M checkpoint evaluated with 12 iterations
+    out = convert.torch_to_flax(m_state, shapes["L"])
+    np.testing.assert_array_equal(out["batch_stats"]["fnet"]["layer2_0"]["bn3"]["var"],
+                                  m_state["fnet.layer2.0.downsample.1.running_var"])
+    np.testing.assert_array_equal(out["params"]["update_block"]["refine_0"]["pwconv1"]["kernel"],
+                                  m_state["update_block.refine.0.pwconv1.weight"].T)
+    # another size: one error naming the sizes (convert_checkpoint writes nothing)
+    pth = tmp_path / "s.pth"
+    save_torch_state_dict(s_state, pth)
+    with pytest.raises(ConversionError, match=r"is SEA-RAFT S .*builds SEA-RAFT M.*sea_raft.py:S"):
+        convert.convert_checkpoint(get_config("M"), pth, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConversionError, match="is SEA-RAFT M/L"):
+        convert.PREPROCESS["sea_raft"](m_state, get_config("S"), "m.pth")
+    with pytest.raises(ConversionError, match="not a SEA-RAFT checkpoint"):
+        convert.PREPROCESS["sea_raft"](golden_states["raft"], get_config("S"), "raft.pth")
+    # aliases must be equal; missing and misshapen keys are named
+    bad = dict(s_state)
+    bad["cnet.layer2.0.downsample.1.weight"] = bad["cnet.layer2.0.bn3.weight"] + 1
+    with pytest.raises(ConversionError, match="conflicting duplicates"):
+        convert.torch_to_flax(bad, shapes["S"])
+    bad = dict(s_state)
+    del bad["update_block.refine.1.gamma"]
+    bad["init_conv.bias"] = np.zeros(3, np.float32)
+    with pytest.raises(ConversionError, match=r"(?s)refine_1/gamma.*init_conv.*\(3,\)"):
+        convert.torch_to_flax(bad, shapes["S"])
+
+
+# --------------------------------------------------------------------------------------- loss
+
+def _official_nll(pred, info, gt):
+    """core/raft.py's ``nf`` in float64 numpy, NCHW-free: (B, H, W, 2)."""
+    raw = info[..., 2:].astype(np.float64)
+    log_b = np.stack([np.clip(raw[..., 0], 0, 10), np.clip(raw[..., 1], 0, 0)], -1)
+    w = info[..., :2].astype(np.float64)
+    term2 = np.abs(gt - pred)[..., :, None] * np.exp(-log_b)[..., None, :]
+    term1 = w - np.log(2) - log_b
+
+    def lse(x, axis):
+        m = x.max(axis=axis, keepdims=True)
+        return (m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+    return lse(w, -1)[..., None] - lse(term1[..., None, :] - term2, -1)
+
+
+def test_mixture_laplace_loss_equals_official_formula():
+    rng = np.random.default_rng(3)
+    n, b, h, w = 3, 2, 4, 5
+    preds = rng.normal(0, 3, (n, b, h, w, 2)).astype(np.float32)
+    info = rng.normal(0, 4, (n, b, h, w, 4)).astype(np.float32)
+    gt = rng.normal(0, 3, (b, h, w, 2)).astype(np.float32)
+    gt[0, 0, 0] = 500.0  # |gt| >= 400: excluded
+    valid = np.ones((b, h, w), np.float32)
+    valid[1, 2, :] = 0
+    weights = np.array([0.85 ** 2, 0.85, 1.0], np.float32)
+    loss, metrics = losses.mixture_laplace_loss(preds, info, gt, valid, weights)
+    mask = (valid >= 0.5) & (np.linalg.norm(gt, axis=-1) < 400)
+    want = sum(weights[i] * _official_nll(preds[i], info[i], gt)[mask].mean() for i in range(n))
+    np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+    epe = np.linalg.norm(preds[-1] - gt, axis=-1)[mask].mean()
+    np.testing.assert_allclose(float(metrics["epe"]), epe, rtol=1e-5)
+    # b_2 = 1 when all scales are clamped to 0: a pure Laplace(1) NLL = |d| + log 2
+    zero = np.zeros((1, b, h, w, 4), np.float32)
+    l1, _ = losses.mixture_laplace_loss(preds[:1], zero, gt, valid, [1.0])
+    np.testing.assert_allclose(float(l1), (np.abs(preds[0] - gt)[mask] + np.log(2)).mean(),
+                               rtol=1e-5)
+    grads = jax.grad(lambda i: losses.mixture_laplace_loss(preds, i, gt, valid, weights)[0])(
+        jnp.asarray(info))
+    assert np.all(np.isfinite(np.asarray(grads)))
+
+
+def test_smoke_training_steps_and_validation():
+    """``configs/sea_raft.py:S,smoke``: two updates with the mixture loss, then validation.
+    (Random host-filled weights: compiling the initialisers is slow on CPU; ``python -m
+    jflow.main --config=configs/sea_raft.py:S,smoke --workdir=...`` runs the whole loop.)"""
+    from jflow import evaluate, sharding, train
+    from jflow.data import build_source
+    from jflow.data.loader import Loader
+
+    c = get_config("S,smoke")
+    c.model.iters = 1
+    model = model_from_config(c)
+    variables = random_variables(model, seed=0)
+    mesh = sharding.make_mesh(1)
+    state = train.state_from_weights(variables["params"], variables["batch_stats"], c, mesh)
+    update = train.make_update_fn(model, c, mesh)
+    source = build_source("synthetic", None, "train", 0, num_samples=4, height=64, width=64)
+    batches = iter(Loader(source, 2, seed=0, augment=False, crop=(64, 64), shuffle=False,
+                          num_workers=0, drop_meta=True))
+    seen = []
+    for _ in range(2):
+        state, m = update(state, sharding.global_batch(next(batches), mesh))
+        seen.append(float(m["loss"]))
+    assert all(np.isfinite(seen)) and seen[0] > 0
+    res = evaluate.validate_spec(model, {"params": state.params,
+                                         "batch_stats": state.batch_stats}, c, "synthetic")
+    assert np.isfinite(res.metrics["epe/pooled"])
+
+
+def test_golden_files_record_the_official_run():
+    for name, size in (("sea_raft_s", "S"), ("sea_raft_m", "M")):
+        g = load_golden(pathlib.Path(GOLDEN_DIR) / f"{name}.npz")
+        assert g.config == f"configs/sea_raft.py:{size}" and g.iters == 4
+        assert g.provenance["repository"] == "princeton-vl/SEA-RAFT"
+        assert g.image1.shape[1] % 8 and g.image1.shape[2] % 8  # padding exercised
+        assert set(g.extras) == {"info", "uncertainty"}
+        assert all(k.endswith(v.rsplit(".", 1)[1]) and ".downsample.1." in k and ".bn3." in v
+                   for k, v in g.aliases.items()) and len(g.aliases) == 20
