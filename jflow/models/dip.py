@@ -49,6 +49,7 @@ import numpy as np
 
 from jflow import geometry
 from jflow.models.layers import Conv2d, instance_norm
+from jflow.models.raft import check_images
 from jflow.models.torch_noise import torch_rand
 from jflow.models.update import ConvGRU, FlowHead, mask_head
 
@@ -318,15 +319,8 @@ class DIP(nn.Module):
     def __call__(self, image1: Array, image2: Array, *, train: bool = False,
                  iters: int | None = None, flow_init: Array | None = None,
                  state_init: Array | None = None) -> dict:
-        s1, s2 = jnp.shape(image1), jnp.shape(image2)
-        if len(s1) != 4 or s1[-1] != 3:
-            raise ValueError(f"DIP: image1 must be (B, H, W, 3), got shape {s1}")
-        if s1 != s2:
-            raise ValueError(f"DIP: image2 shape {s2} differs from image1 shape {s1}")
-        if s1[1] % 16 or s1[2] % 16:
-            raise ValueError(f"DIP: H and W must be multiples of 16 (pad with zeros: "
-                             f"jflow.geometry.InputPadder(multiple=16, fill='zeros')), got "
-                             f"{s1[1]}x{s1[2]}")
+        check_images(image1, image2, "DIP", self.pad_multiple, self.pad_fill)
+        s1 = jnp.shape(image1)
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"DIP: noise must be one of {NOISE_KINDS}, got {self.noise!r}")
         if self.channel_order not in CHANNEL_ORDERS:

@@ -26,16 +26,19 @@ from jflow.models.update import UpdateBlock
 Array = Any
 
 
-def check_images(image1: Array, image2: Array, model: str) -> None:
-    """Raises ValueError unless both images are (B, H, W, 3) with H, W multiples of 8."""
+def check_images(image1: Array, image2: Array, model: str, multiple: int = 8,
+                 fill: str = "replicate") -> None:
+    """Raises ValueError unless both images are (B, H, W, 3) with H, W multiples of
+    ``multiple`` (the padding ``fill`` is named in the message)."""
     s1, s2 = jnp.shape(image1), jnp.shape(image2)
     if len(s1) != 4 or s1[-1] != 3:
         raise ValueError(f"{model}: image1 must be (B, H, W, 3), got shape {s1}")
     if s1 != s2:
         raise ValueError(f"{model}: image2 shape {s2} differs from image1 shape {s1}")
-    if s1[1] % 8 or s1[2] % 8:
-        raise ValueError(f"{model}: H and W must be multiples of 8 (pad with "
-                         f"jflow.geometry.InputPadder), got {s1[1]}x{s1[2]}")
+    if s1[1] % multiple or s1[2] % multiple:
+        raise ValueError(f"{model}: H and W must be multiples of {multiple} (pad with "
+                         f"jflow.geometry.InputPadder(multiple={multiple}, fill='{fill}')), got "
+                         f"{s1[1]}x{s1[2]}")
 
 
 def check_low_res(name: str, value: Array | None, shape: tuple, model: str) -> None:
