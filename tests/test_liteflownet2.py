@@ -51,11 +51,9 @@ def seeded_state(keys_shapes, seed):
 
 
 def config_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("cfg_liteflownet2", CONFIG)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from jflow.config_files import config_module as load
+
+    return load(str(CONFIG))
 
 
 def config(variant="sintel"):

@@ -10,7 +10,7 @@ start, so ``flow_init`` / ``state_init`` are accepted and ignored), ``stats`` (`
 ``train``, ``pyramid``: the list of per-level flows in *scaled* units (pixel flow / 20), coarse to
 fine (L6, L5, L4, L3 and, for the KITTI model, the pseudo level L2), for the multi-level loss.
 
-Architecture (``/work/shared/reference/liteflownet2.md``):
+Architecture (from the Caffe deploy prototxts of the TPAMI 2020 release and ptlflow's port):
 
 * NetC: a 6-level feature pyramid (LeakyReLU 0.1), levels 3..6 used.
 * NetE, levels 6 -> 3, each with the cascade M (descriptor matching: upsample the coarser flow,
