@@ -157,6 +157,8 @@ def benchmark(config, height: int, width: int, *, batch: int = 1, iters: int | N
     check_mode(mode)
     if repeats < 1:
         raise InputError(f"jflow.benchmark: --repeats must be >= 1, got {repeats}")
+    if iters is not None and iters < 1:
+        raise InputError(f"jflow.benchmark: --iters must be >= 1, got {iters}")
     model = build(config)
     check_size(height, width, batch, model)
     variables = random_variables(model, seed=seed)

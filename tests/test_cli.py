@@ -129,8 +129,9 @@ def test_benchmark_bad_size_is_one_line(tmp_path):
     import pathlib
 
     config = pathlib.Path(__file__).resolve().parents[1] / "configs" / "raft.py"
-    proc = _run_cli(["-m", "jflow.benchmark", f"--config={config}:small", "--height=100",
-                     "--width=64"], tmp_path)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "--height/--width" in errors[0], proc.stderr[-3000:]
+    for args, named in ((["--height=100", "--width=64"], "--height/--width"),
+                        (["--height=64", "--width=64", "--iters=0"], "--iters")):
+        proc = _run_cli(["-m", "jflow.benchmark", f"--config={config}:small", *args], tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and named in errors[0], proc.stderr[-3000:]
