@@ -27,7 +27,8 @@ derives from its mixin). ``forward(image1, image2, iters=4, test_mode=True)`` on
 (not a multiple of 8: the in-model replicate padding is exercised); the golden stores the final
 flow plus ``extra:info`` (the 4 raw mixture channels) and ``extra:uncertainty`` (``demo.py``'s
 ``get_heatmap``: softmax-weighted clamped log-scales). No ``flow_low`` (the official forward does
-not return it).
+not return it). The last flow-head conv (``flow_head.2.*``) is stored verbatim (``fixed:``) as
+10x its seeded value, so that the flows are ~10 pixels rather than a fraction of one.
 
 What it does, per model:
 
@@ -96,6 +97,12 @@ MODELS = {
 # 128x136: the coarsest correlation level is still 2x2).
 SEA_RAFT_HW = (122, 134)
 SEA_RAFT_ITERS = 4
+# The seeded weights give SEA-RAFT flows of a fraction of a pixel; its last flow-head conv is
+# stored scaled by this gain (golden ``fixed:`` keys) so that the flows reach ~10 pixels and
+# the correlation lookup, the upsampling and the clamps of the mixture see realistic values
+# (10: mean |flow| 13 px, max 31 px on the 122x134 crop).
+SEA_RAFT_HEAD_GAIN = 10.0
+SEA_RAFT_FIXED = ("flow_head.2.weight", "flow_head.2.bias")
 
 
 def load_images(hw: tuple[int, int] = (SIZE, SIZE)) -> tuple[np.ndarray, np.ndarray]:
@@ -336,6 +343,12 @@ def main() -> None:
         tensors, aliases = tensor_table(model)
         state = seeded_state_dict([(k, s) for k, s, _ in tensors], SEED,
                                   dtypes={k: d for k, _, d in tensors}, aliases=aliases)
+        fixed = {}
+        if family == "sea_raft":
+            fixed = {k: state[k] * np.float32(SEA_RAFT_HEAD_GAIN) for k in SEA_RAFT_FIXED}
+            state = seeded_state_dict([(k, s) for k, s, _ in tensors], SEED,
+                                      dtypes={k: d for k, _, d in tensors}, aliases=aliases,
+                                      fixed=fixed)
         low64, up64, info = run(model, forward, state, im1, im2, torch.float64)
         low32, up32, _ = run(model, forward, state, im1, im2, torch.float32)
         f32_err = float(np.max(np.abs(up32 - up64)))
@@ -362,7 +375,7 @@ def main() -> None:
         save_golden(path, name=name, config=config, iters=iters, seed=SEED, tensors=tensors,
                     weights_sha256=state_dict_sha256(state), aliases=aliases, image1=im1,
                     image2=im2, flow=up64, flow_low=low64, official_f32_err=f32_err,
-                    provenance=provenance, extras=extras)
+                    provenance=provenance, extras=extras, fixed=fixed)
         low_err = np.nan if low64 is None else np.max(np.abs(low32 - low64))
         print(f"{name}: {len(tensors)} tensors ({len(aliases)} aliases), |flow| max "
               f"{np.abs(up64).max():.3f} mean {np.abs(up64).mean():.3f} px, official f32 vs f64 "
