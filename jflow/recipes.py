@@ -318,6 +318,7 @@ def sea_raft_config(arg: str | None) -> ml_collections.ConfigDict:
     c.model.scale = 0
     c.eval.iters = ml_collections.ConfigDict({k: SEA_RAFT_EVAL_ITERS[size]
                                               for k in RAFT_EVAL_ITERS})
+    c.eval.warm_start = False  # the official evaluation and submission have no warm start
     c.train.loss = "mixture_laplace"
     c.train.gamma = 0.85
     c.train.wd = 1e-5
