@@ -70,6 +70,8 @@ def test_sizes_configs_and_official_state_dict_layout(golden_states):
         get_config("S,stage=sintel")
     with pytest.raises(ValueError, match="size"):
         get_config("H")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        build_model({"name": "sea_raft", "size": "S", "mixed_precision": True})
 
 
 def test_resize_matrices_follow_torch():

@@ -78,6 +78,9 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
         if size not in SEA_RAFT_SIZES:
             raise ValueError(f"config.model.size must be one of {sorted(SEA_RAFT_SIZES)} for "
                              f"sea_raft, got {size!r}")
+        if common["mixed_precision"]:
+            raise ValueError("config.model.mixed_precision: SEA-RAFT runs in float32 (the "
+                             "official code has no mixed precision)")
         eval_iters = _get(model_cfg, "eval_iters")
         return SEARAFT(size=size, iters=int(_get(model_cfg, "iters", 4)),
                        eval_iters=None if eval_iters is None else int(eval_iters),
