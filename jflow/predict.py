@@ -169,6 +169,9 @@ class FlowPredictor:
             # keeps one compiled function per image size for cold and reused pairs alike.
             flow_init, state_init = self._zero_init(im1.shape)
         out = self._run(self.variables, im1, im2, flow_init, state_init)
+        if out.get("uncertainty") is not None:  # SEA-RAFT: (B, H, W), cropped like the flow
+            out = dict(out, uncertainty=padder.unpad(np.asarray(out["uncertainty"])[..., None])
+                       [..., 0])
         return padder.unpad(np.asarray(out["flow"])), out
 
     def _zero_init(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
@@ -187,6 +190,16 @@ class FlowPredictor:
         if np.ndim(image1) == 4:
             raise ValueError("predict takes one pair; use predict_batch for (B, H, W, 3) arrays")
         return self._forward(image1, image2)[0][0]
+
+    def predict_with_uncertainty(self, image1: Any, image2: Any
+                                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(flow (H, W, 2), uncertainty (H, W) or None): SEA-RAFT's per-pixel uncertainty
+        ``sum_m pi_m log b_m`` (0 = confident, up to ``var_max``); None for models without one."""
+        if np.ndim(image1) == 4:
+            raise ValueError("predict_with_uncertainty takes one pair")
+        flow, out = self._forward(image1, image2)
+        unc = out.get("uncertainty")
+        return flow[0], None if unc is None else np.asarray(unc[0], np.float32)
 
     def predict_batch(self, images1: Any, images2: Any) -> np.ndarray:
         """Flows (B, H, W, 2) for a batch of same-size pairs, in one compiled call."""
@@ -216,7 +229,8 @@ class FlowPredictor:
                       reuse: bool = True) -> Iterator[dict[str, Any]]:
         """Flow for each consecutive pair of ``frames`` (an iterable of (H, W, 3) images).
 
-        Yields ``{'index': i, 'flow': (H, W, 2), 'stats': {...}, 'reset': bool}`` for the pair
+        Yields ``{'index': i, 'flow': (H, W, 2), 'stats': {...}, 'reset': bool}`` (plus
+        ``'uncertainty'`` (H, W) for models that output one, SEA-RAFT) for the pair
         (frame i, frame i+1). With ``reuse`` each pair starts from the previous one (RAFT warm
         start, DEQ fixed-point reuse); ``scene_ids`` (one per frame) starts over at every scene
         change, and no pair is formed across scenes. ``stats`` holds DEQ solver statistics
@@ -230,8 +244,11 @@ class FlowPredictor:
                 flow, out = self._forward(prev, frame, **init)
                 init = self._next_init(out) if reuse else {}
                 stats = _stats_to_host(out.get("stats") or {})
-                yield {"index": i - 1, "flow": flow[0], "stats": stats[0] if stats else {},
-                       "reset": reset}
+                result = {"index": i - 1, "flow": flow[0], "stats": stats[0] if stats else {},
+                          "reset": reset}
+                if out.get("uncertainty") is not None:
+                    result["uncertainty"] = np.asarray(out["uncertainty"][0], np.float32)
+                yield result
             else:
                 init = {}
             prev, prev_scene = frame, scene
@@ -312,6 +329,32 @@ def _write_outputs(flow: np.ndarray, image1: np.ndarray, flo_path: str | None,
         jio.write_image(viz_path, viz.make_panel(image1, flow))
 
 
+def uncertainty_picture(uncertainty: np.ndarray, vmax: float = 10.0) -> np.ndarray:
+    """SEA-RAFT's uncertainty (H, W) as a uint8 RGB picture: viridis on the fixed scale
+    [0, ``vmax``] (the clamp of log b, ``var_max``), so pictures of a video compare (dark =
+    confident)."""
+    from jflow import viz
+
+    return viz.apply_colormap(np.asarray(uncertainty), vmax)
+
+
+def _uncertainty_vmax(predictor: FlowPredictor) -> float:
+    return float(getattr(predictor.model, "var_max", 10.0))
+
+
+def check_uncertainty_path(path: str) -> None:
+    """``--uncertainty`` is a picture: .png (lossless) or .jpg."""
+    if os.path.splitext(path)[1].lower() not in (".png", ".jpg", ".jpeg"):
+        raise InputError(f"--uncertainty {path}: must be a .png or .jpg picture")
+
+
+def write_uncertainty(path: str, uncertainty: np.ndarray, vmax: float = 10.0) -> None:
+    from jflow import io as jio
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    jio.write_image(path, uncertainty_picture(uncertainty, vmax))
+
+
 def run_sequence(predictor: FlowPredictor, frames_dir: str, output_dir: str,
                  viz_ext: str = ".png") -> int:
     """Sequence mode of the CLI; returns the number of pairs written."""
@@ -336,6 +379,9 @@ def run_sequence(predictor: FlowPredictor, frames_dir: str, output_dir: str,
             _write_outputs(out["flow"], jio.read_image(paths[i]),
                            os.path.join(out_dir, stem + ".flo"),
                            os.path.join(out_dir, stem + viz_ext))
+            if out.get("uncertainty") is not None:
+                write_uncertainty(os.path.join(out_dir, stem + "_uncertainty.png"),
+                                  out["uncertainty"], _uncertainty_vmax(predictor))
             if out["stats"]:
                 s = out["stats"]
                 nan = float("nan")
@@ -366,11 +412,16 @@ def main(argv) -> None:
         if not (f.image1 and f.image2 and f.output):
             raise InputError("--image1, --image2 and --output are all required for one pair")
         check_output_path(f.output)
+        if f.uncertainty:
+            check_uncertainty_path(f.uncertainty)
         image1, image2 = jio.read_image(f.image1), jio.read_image(f.image2)
         if image1.shape != image2.shape:
             raise InputError(f"--image2 {f.image2} is {image2.shape[1]}x{image2.shape[0]} but "
                              f"--image1 {f.image1} is {image1.shape[1]}x{image1.shape[0]}: the "
                              "two frames must have one size")
+    elif f.uncertainty:
+        raise InputError("--uncertainty is for one pair; --frames_dir writes "
+                         "<frame>_uncertainty.png beside each flow when the model has one")
     elif not f.output_dir:
         raise InputError("--frames_dir needs --output_dir")
     else:
@@ -382,9 +433,14 @@ def main(argv) -> None:
         predictor = FlowPredictor.from_config(f.config, f.checkpoint, iters=f.iters,
                                               padding=f.padding)
     if single:
-        flow = predictor.predict(image1, image2)
+        flow, unc = predictor.predict_with_uncertainty(image1, image2)
+        if f.uncertainty and unc is None:
+            raise InputError(f"--uncertainty: the {f.config.model.name} model outputs no "
+                             "uncertainty (SEA-RAFT does)")
         _write_outputs(flow, image1, f.output, f.viz)
-        print(f"wrote {f.output}" + (f" and {f.viz}" if f.viz else ""))
+        if f.uncertainty:
+            write_uncertainty(f.uncertainty, unc, _uncertainty_vmax(predictor))
+        print(f"wrote {f.output}" + "".join(f" and {p}" for p in (f.viz, f.uncertainty) if p))
     else:
         n = run_sequence(predictor, f.frames_dir, f.output_dir)
         print(f"wrote {n} flows (.flo + .png) under {f.output_dir}")
@@ -402,6 +458,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("output", None, "flow file for --image1/--image2: .flo, .pfm or .png "
                         "(KITTI 16-bit)")
     flags.DEFINE_string("viz", None, "optional flow picture (image | flow colour) for one pair")
+    flags.DEFINE_string("uncertainty", None, "optional uncertainty picture (.png) for one pair, "
+                        "for models that output one (SEA-RAFT)")
     flags.DEFINE_string("frames_dir", None, "folder of frames (or of scene sub-folders)")
     flags.DEFINE_string("output_dir", None, "output folder for --frames_dir")
     flags.DEFINE_integer("iters", None, "update iterations (recurrent) / solver max steps (DEQ)")

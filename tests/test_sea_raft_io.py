@@ -1,0 +1,87 @@
+"""SEA-RAFT around the model: ``jflow.predict`` writes its uncertainty map as a picture, and
+``jflow.convert`` reads the HuggingFace ``model.safetensors`` and ptlflow Lightning ``.ckpt``
+forms (fixtures written in those formats)."""
+import os
+import pathlib
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from jflow import io as jio
+from jflow import viz
+from jflow.predict import FlowPredictor, run_sequence, uncertainty_picture
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+HW = (20, 28)  # tiny, not a multiple of 8
+CONFIG = f"{REPO}/configs/sea_raft.py:S,smoke"
+
+
+def _config(spec=CONFIG):
+    from jflow.config_files import load_config
+    return load_config(spec)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (HW[0] + 4, HW[1] + 4, 3), dtype=np.uint8)
+    return [np.ascontiguousarray(base[i:i + HW[0], i:i + HW[1]]) for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return FlowPredictor.from_config(_config(), None, iters=1)
+
+
+def test_uncertainty_pictures_pair_and_sequence(tmp_path, frames, predictor):
+    flow, unc = predictor.predict_with_uncertainty(frames[0], frames[1])
+    assert flow.shape == (*HW, 2) and unc.shape == HW and unc.dtype == np.float32
+    assert np.all((unc >= 0) & (unc <= 10))
+    pic = uncertainty_picture(unc)
+    np.testing.assert_array_equal(pic, viz.apply_colormap(unc, 10.0))
+    # sequence mode: <stem>_uncertainty.png beside each flow, the picture of that pair's map
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i, f in enumerate(frames):
+        jio.write_image(d / f"f{i}.png", f)
+    assert run_sequence(predictor, str(d), str(tmp_path / "out")) == 2
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "f0.flo", "f0.png", "f0_uncertainty.png", "f1.flo", "f1.png", "f1_uncertainty.png"]
+    first = next(iter(predictor.predict_video(frames)))
+    np.testing.assert_array_equal(first["uncertainty"], unc)
+    np.testing.assert_array_equal(jio.read_image(tmp_path / "out" / "f0_uncertainty.png"), pic)
+
+
+def _predict_cli(tmp_path, config, *args):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("JFLOW_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "jflow.predict", f"--config={config}", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_pair_uncertainty_and_its_errors(tmp_path, frames, predictor):
+    for i in range(2):
+        jio.write_image(tmp_path / f"f{i}.png", frames[i])
+    pair = [f"--image1={tmp_path / 'f0.png'}", f"--image2={tmp_path / 'f1.png'}",
+            f"--output={tmp_path / 'o' / 'flow.flo'}", "--iters=1"]
+    proc = _predict_cli(tmp_path, CONFIG, *pair, f"--uncertainty={tmp_path / 'o' / 'unc.png'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, unc = predictor.predict_with_uncertainty(frames[0], frames[1])
+    got = jio.read_image(tmp_path / "o" / "unc.png")
+    assert got.shape == (*HW, 3)
+    # same weights (seed 0), same picture up to float rounding across processes
+    assert np.abs(got.astype(int) - uncertainty_picture(unc).astype(int)).max() <= 2
+    # one-line errors, nothing written: not a picture; a model without uncertainty
+    bad = _predict_cli(tmp_path, CONFIG, *pair, f"--uncertainty={tmp_path / 'o' / 'unc.flo'}")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "--uncertainty" in bad.stderr and not (tmp_path / "o" / "unc.flo").exists()
+    raft = _predict_cli(tmp_path, f"{REPO}/configs/raft.py:small,smoke", *pair[:2],
+                        f"--output={tmp_path / 'r' / 'flow.flo'}", "--iters=1",
+                        f"--uncertainty={tmp_path / 'r' / 'unc.png'}")
+    assert raft.returncode == 1 and "Traceback" not in raft.stderr, raft.stderr[-3000:]
+    assert "outputs no uncertainty" in raft.stderr and not (tmp_path / "r").exists()
