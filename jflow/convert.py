@@ -3,10 +3,13 @@
     python -m jflow.convert --config=configs/deq_raft.py:H \\
         --torch_checkpoint=deq-flow-H-things-test-1x.pth --output=/tmp/deq_h
 
-The ``.pth`` is read with :mod:`jflow.torch_pickle` (no torch, no pickled code is executed). Keys
-are mapped onto the variables of the model that ``config`` builds:
+The ``.pth`` (or Lightning ``.ckpt``) is read with :mod:`jflow.torch_pickle` (no torch, no
+pickled code is executed); a ``.safetensors`` file (HuggingFace, e.g. SEA-RAFT's
+``model.safetensors``) with ``safetensors.numpy``. Keys are mapped onto the variables of the model
+that ``config`` builds:
 
-* the ``module.`` prefix (DataParallel) is dropped;
+* the ``module.`` prefix (DataParallel) is dropped, and a ``model.`` prefix when every key has it
+  (a Lightning module wrapping the network);
 * torch module paths become Flax paths: ``fnet.layer1.0.conv1`` -> ``fnet/layer1_0/conv1`` (a
   numeric index joins its parent with ``_``; ``parent/layers_<i>`` is tried as well);
 * conv ``weight`` OIHW -> ``kernel`` HWIO; norm ``weight`` -> ``scale``; BatchNorm
@@ -17,7 +20,8 @@ are mapped onto the variables of the model that ``config`` builds:
 * DEQ-Flow v1 keeps the mask head inside the update block (``update_block.mask.*``): it is moved
   to ``mask.*`` when the model has it there;
 * strided BatchNorm residual blocks register one BatchNorm twice (``norm3``, or ``norm4`` in
-  bottleneck blocks, and ``downsample.1``): the copies must be equal and one is loaded;
+  bottleneck blocks, and ``downsample.1``): the copies must be equal and one is loaded; a file
+  holding only one of the two names (safetensors keeps one name of shared tensors) loads too;
 * GMA's position tables (``att.pos_emb.*``) are unused in content-only attention: when the model
   has no such variables they are ignored with a logged note.
 
@@ -259,6 +263,44 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], variables: Mapping[str, 
 
 # ------------------------------------------------------------------------------- model plumbing
 
+SAFETENSORS_SUFFIXES = (".safetensors",)
+
+
+def _is_safetensors(path: str) -> bool:
+    """By suffix, or by content: an 8-byte little-endian header length, then a JSON ``{``."""
+    if path.lower().endswith(SAFETENSORS_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") < 1 << 30
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """``{key: array}`` from a PyTorch ``.pth`` / Lightning ``.ckpt`` (:mod:`jflow.torch_pickle`,
+    no code executed) or a ``.safetensors`` file (``safetensors.numpy``); a ``model.`` prefix on
+    every key (a Lightning module holding the network as ``self.model``) is dropped."""
+    path = os.fspath(path)
+    if _is_safetensors(path):
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise ConversionError(f"{path}: reading .safetensors needs the safetensors package "
+                                  "(pip install safetensors)") from None
+        try:
+            state = dict(load_file(path))
+        except Exception as e:  # noqa: BLE001  (SafetensorError, OSError, ValueError ...)
+            raise ConversionError(f"{path}: not a readable safetensors file "
+                                  f"({type(e).__name__}: {e})") from None
+    else:
+        state = load_torch_state_dict(path)
+    if state and all(k.startswith("model.") for k in state):
+        state = {k[len("model."):]: v for k, v in state.items()}
+    return state
+
+
 def _preprocess_liteflownet2(state: dict[str, np.ndarray], config, source: str
                              ) -> dict[str, np.ndarray]:
     from jflow.models.liteflownet2 import ptlflow_to_jflow_state
@@ -290,7 +332,7 @@ def convert_checkpoint(config, torch_checkpoint: str | os.PathLike, output: str 
     if os.path.exists(existing):
         raise ConversionError(f"--output {output}: already holds a converted checkpoint "
                               f"({existing}); choose a new folder or remove it")
-    state = load_torch_state_dict(torch_checkpoint)
+    state = load_state_dict(torch_checkpoint)
     model = build_model(config.model, config.deq if "deq" in config else None)
     prep = PREPROCESS.get(str(config.model.name))
     if prep is not None:
@@ -323,7 +365,8 @@ def _define_flags() -> None:
 
     config_flags.DEFINE_config_file("config", None, "model config file, e.g. configs/raft.py",
                                     lock_config=False)
-    flags.DEFINE_string("torch_checkpoint", None, "official PyTorch .pth checkpoint")
+    flags.DEFINE_string("torch_checkpoint", None, "official checkpoint: PyTorch .pth, Lightning "
+                        ".ckpt (ptlflow) or HuggingFace .safetensors")
     flags.DEFINE_string("output", None, "output directory (orbax checkpoint, step 0)")
     flags.mark_flags_as_required(["config", "torch_checkpoint", "output"])
 

@@ -289,17 +289,21 @@ def _op_tuple(items: list[bytes]) -> bytes:
     return b"(" + b"".join(items) + b"t"
 
 
-def save_torch_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Writes ``{key: array}`` as a PyTorch zip checkpoint, as ``torch.save(state_dict)`` does."""
+def save_torch_state_dict(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Writes ``{key: array}`` as a PyTorch zip checkpoint, as ``torch.save(state_dict)`` does.
+
+    Values may also be nested dicts, ``str``, ``int``, ``float``, ``bool`` or None, so that a
+    Lightning-style checkpoint (``{'epoch': 3, 'state_dict': {...}, ...}``) can be written."""
     path = os.fspath(path)
     prefix = os.path.splitext(os.path.basename(path))[0] or "archive"
     ordered_dict = b"ccollections\nOrderedDict\n"
-    pkl = [b"\x80\x02", ordered_dict, b")R", b"("]
-    blobs = {}
-    for i, (key, value) in enumerate(state.items()):
+    blobs: dict[str, bytes] = {}
+
+    def tensor(key: str, value: Any) -> bytes:
         arr = np.array(value, order="C", copy=True)  # (ascontiguousarray makes 0-d 1-d)
         if arr.dtype not in _DTYPE_STORAGES:
             raise CheckpointFileError(f"{path}: entry '{key}' has unsupported dtype {arr.dtype}")
+        i = len(blobs)
         storage = _DTYPE_STORAGES[arr.dtype]
         strides = [s // arr.itemsize for s in arr.strides] if arr.size else [1] * arr.ndim
         pid = _op_tuple([_op_str("storage"), f"ctorch\n{storage}\n".encode(), _op_str(str(i)),
@@ -307,8 +311,28 @@ def save_torch_state_dict(state: Mapping[str, np.ndarray], path: str | os.PathLi
         args = _op_tuple([pid, _op_int(0), _op_tuple([_op_int(s) for s in arr.shape]),
                           _op_tuple([_op_int(s) for s in strides]), b"\x89",
                           ordered_dict + b")R"])
-        pkl += [_op_str(key), b"ctorch._utils\n_rebuild_tensor_v2\n", args, b"R"]
         blobs[str(i)] = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        return b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"R"
+
+    def value_op(key: str, value: Any) -> bytes:
+        if isinstance(value, Mapping):
+            return b"}(" + b"".join(_op_str(str(k)) + value_op(str(k), v)
+                                    for k, v in value.items()) + b"u"
+        if value is None:
+            return b"N"
+        if isinstance(value, bool):
+            return b"\x88" if value else b"\x89"
+        if isinstance(value, int):
+            return _op_int(value)
+        if isinstance(value, float):
+            return b"G" + struct.pack(">d", value)
+        if isinstance(value, str):
+            return _op_str(value)
+        return tensor(key, value)
+
+    pkl = [b"\x80\x02", ordered_dict, b")R", b"("]
+    for key, value in state.items():
+        pkl += [_op_str(key), value_op(key, value)]
     pkl += [b"u."]
     tmp = path + ".tmp"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:

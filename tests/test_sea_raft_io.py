@@ -85,3 +85,71 @@ def test_cli_pair_uncertainty_and_its_errors(tmp_path, frames, predictor):
                         f"--uncertainty={tmp_path / 'r' / 'unc.png'}")
     assert raft.returncode == 1 and "Traceback" not in raft.stderr, raft.stderr[-3000:]
     assert "outputs no uncertainty" in raft.stderr and not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------ convert
+
+@pytest.fixture(scope="module")
+def s_state():
+    from golden_weights import GOLDEN_DIR, load_golden
+    return load_golden(pathlib.Path(GOLDEN_DIR) / "sea_raft_s.npz").state_dict()
+
+
+def _same_tree(a, b):
+    import jax
+    return all(jax.tree.leaves(jax.tree.map(lambda x, y: np.array_equal(x, y), a, b)))
+
+
+def test_safetensors_with_either_batchnorm_alias_and_lightning_ckpt(s_state, tmp_path):
+    from safetensors.numpy import save_file
+
+    from jflow import convert
+    from jflow.checkpoint import load_checked
+    from jflow.models import build_model, variable_shapes
+    from jflow.torch_pickle import save_torch_state_dict
+
+    shapes = variable_shapes(build_model({"name": "sea_raft", "size": "S"}))
+    reference = convert.torch_to_flax(s_state, shapes)  # the official .pth layout
+    # HuggingFace model.safetensors keeps one name of each shared (aliased) BatchNorm: either
+    for drop in ("bn3", "downsample.1"):
+        kept = {k: np.ascontiguousarray(v) for k, v in s_state.items() if f".{drop}." not in k}
+        assert len(kept) == 256
+        path = tmp_path / drop / "model.safetensors"
+        path.parent.mkdir()
+        save_file(kept, str(path))
+        state = convert.load_state_dict(path)
+        assert _same_tree(convert.torch_to_flax(state, shapes), reference)
+    # ptlflow's Lightning .ckpt: a torch.save'd dict with the tensors under state_dict (here
+    # with a model. prefix) beside epoch, versions and hyper-parameters
+    ckpt = tmp_path / "sea_raft_s-things-0123abcd.ckpt"
+    save_torch_state_dict({"epoch": 7, "global_step": 1000, "pytorch-lightning_version": "2.1.4",
+                           "hyper_parameters": {"lr": 4e-4, "iters": 4, "loss": None},
+                           "state_dict": {f"model.{k}": v for k, v in s_state.items()}}, ckpt)
+    assert convert.load_state_dict(ckpt).keys() == s_state.keys()
+    # end to end (the CLI's convert_checkpoint) from the safetensors file, bn3 dropped
+    config = _config()
+    out = convert.convert_checkpoint(config, tmp_path / "bn3" / "model.safetensors",
+                                     tmp_path / "ck")
+    loaded = load_checked(out, build_model(config.model), "sea_raft")
+    assert _same_tree({k: loaded[k] for k in ("params", "batch_stats")}, reference)
+
+
+def test_bad_safetensors_and_wrong_size_are_one_error(s_state, tmp_path):
+    from safetensors.numpy import save_file
+
+    from jflow import convert
+    from jflow.errors import UserError
+
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(convert.ConversionError, match="model.safetensors: not a readable "
+                       "safetensors file"):
+        convert.load_state_dict(bad)
+    assert issubclass(convert.ConversionError, UserError)
+    # an S file for the M config: the size error, as for .pth files
+    small = tmp_path / "s.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in s_state.items() if ".bn3." not in k},
+              str(small))
+    with pytest.raises(convert.ConversionError, match="is SEA-RAFT S .*configs/sea_raft.py:S"):
+        convert.convert_checkpoint(_config(f"{REPO}/configs/sea_raft.py:M"), small,
+                                   tmp_path / "m")
