@@ -8,7 +8,7 @@ import pytest
 
 import configs_for_tests as cft
 import fixtures_data as fx
-from jflow import checkpoint, evaluate, geometry, io as jio, train
+from jflow import checkpoint, evaluate, geometry, io as jio
 from jflow.data import build_source
 
 
@@ -115,7 +115,8 @@ def test_kitti_submission_png(root, tmp_path):
 def test_eval_mode_writes_table(root, tmp_path, monkeypatch, capsys):
     config = cft.smoke_config()
     model = cft.fake_model(config)
-    monkeypatch.setattr(train, "build_model", cft.fake_model)
+    import jflow.models
+    monkeypatch.setattr(jflow.models, "model_from_config", cft.fake_model)
     import jax
     import jax.numpy as jnp
     v = model.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)), jnp.zeros((1, 16, 16, 3)))

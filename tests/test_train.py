@@ -134,7 +134,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_newest_intact_one(full_run, 
     import shutil
 
     from jflow.predict import load_variables
-    from jflow.train import build_model
+    from jflow.models import model_from_config
 
     work = tmp_path / "run"
     shutil.copytree(full_run["workdir"], work)
@@ -145,7 +145,7 @@ def test_damaged_latest_checkpoint_resumes_from_the_newest_intact_one(full_run, 
         checkpoint.load_params(work / "checkpoints" / "4")
     # ... on the workdir: the newest intact step (2), saying what was skipped
     capsys.readouterr()
-    variables = load_variables(work, build_model(config), config)
+    variables = load_variables(work, model_from_config(config), config)
     assert "skipped checkpoint" in capsys.readouterr().out
     at2 = checkpoint.load_params(work / "checkpoints" / "2")["params"]
     for a, b in zip(_leaves(variables["params"]), _leaves(at2)):
