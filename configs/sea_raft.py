@@ -13,11 +13,11 @@ Published stages (jflow/recipes.py SEA_RAFT_STAGES; each initialised from the pr
 --config.train.init_from=RUN):
   python -m jflow.main --config=configs/sea_raft.py:M,stage=chairs --workdir=runs/sr_m_chairs \\
       --config.data.root=/data
-  tartan 300k steps, batch 32, lr 4e-4, wd 1e-5, crop 480x640, gamma 0.85 (TartanAir: no jflow
-  reader yet); chairs 100k, 16, 2.5e-4, 1e-4, 368x496, 0.8; things 120k, 32, 4e-4, 1e-5,
+  tartan 300k steps, batch 32, lr 4e-4, wd 1e-5, crop 480x640, gamma 0.85 (data spec
+  tartanair: <root>/tartanair); chairs 100k, 16, 2.5e-4, 1e-4, 368x496, 0.8; things 120k, 32, 4e-4, 1e-5,
   432x960, 0.85 (clean + final); tskh 300k, 32, 4e-4, 1e-5, 432x960, 0.85 on 20 Sintel-clean +
   20 Sintel-final + 80 KITTI + 30 HD1K + Things-clean; kitti 10k, 16, 1e-4, 1e-5, 432x960;
-  spring 120k, 32, 4e-4, 1e-5, 540x960, evaluated at scale -1 (Spring: no jflow reader yet).
+  spring 120k, 32, 4e-4, 1e-5, 540x960, evaluated at scale -1 (<root>/spring).
   AdamW eps 1e-8, OneCycle linear (steps + 100, 5 % warm-up), clip 1.0, 4 iterations, the
   mixture-of-Laplace loss (config.train.loss = "mixture_laplace"), BatchNorm trained throughout.
 Evaluate: add ``--config.mode=eval --config.eval.checkpoint=DIR`` (4 iterations S/M, 12 L).

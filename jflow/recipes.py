@@ -280,8 +280,8 @@ def liteflownet2_config(arg: str | None) -> ml_collections.ConfigDict:
 # SEA-RAFT (princeton-vl/SEA-RAFT config/train/*.json; 8 GPUs, global batch, fp32): every stage
 # AdamW eps 1e-8, OneCycle (steps + 100, 5 % warm-up), clip 1.0, BatchNorm trained throughout,
 # 4 iterations (5 supervised predictions), the mixture-of-Laplace loss. Each stage starts from the
-# previous one (``--config.train.init_from``). TartanAir and Spring have no jflow reader yet: those
-# two stages are recorded here but cannot run.
+# previous one (``--config.train.init_from``). TartanAir and Spring are read by
+# jflow/data/tartanair.py and spring.py (data spec names ``tartanair``, ``spring``).
 SEA_RAFT_STAGE_NAMES = ("synthetic", "tartan", "chairs", "things", "tskh", "kitti", "spring")
 _SR_SINTEL_VAL = ("sintel_clean", "sintel_final")
 SEA_RAFT_STAGES = {

@@ -133,6 +133,57 @@ def write_hd1k(root: str, sequences=(3, 2), seed: int = 4) -> dict:
     return data
 
 
+def write_tartanair(root: str, trajectories=(3, 2), seed: int = 5) -> dict:
+    """`tartanair/<env>/Easy/<env>/<env>/Easy/P00N/{image_left/NNNNNN_left.png,
+    flow/NNNNNN_MMMMMM_{flow,mask}.npy}` (tartanair_tools unzip layout); masks 0/1/10/100."""
+    rng = _rng(seed)
+    data = {}
+    for t, n in enumerate(trajectories):
+        env = "abandonedfactory" if t == 0 else "amusement"
+        scene = os.path.join(root, "tartanair", env, "Easy", env, env, "Easy", f"P{t:03d}")
+        for k in range(n):
+            img = _image(rng)
+            jio.write_image(_mk(os.path.join(scene, "image_left", f"{k:06d}_left.png")), img)
+            data[(t, "image", k)] = img
+        for k in range(n - 1):
+            flow = _flow(rng)
+            mask = rng.choice(np.array([0, 1, 10, 100], np.uint8), (H, W))
+            np.save(_mk(os.path.join(scene, "flow", f"{k:06d}_{k + 1:06d}_flow.npy")), flow)
+            np.save(os.path.join(scene, "flow", f"{k:06d}_{k + 1:06d}_mask.npy"), mask)
+            data[(t, "flow", k)] = (flow, mask)
+    return data
+
+
+def write_spring(root: str, frames: int = 3, seed: int = 6) -> dict:
+    """`spring/{train,test}/0001/frame_{left,right}/frame_<cam>_NNNN.png`, and for train
+    `flow_{FW,BW}_<cam>/flow_<dir>_<cam>_NNNN.flo5` (HDF5 "flow", 2H x 2W x 2, some NaN)."""
+    import h5py
+
+    rng = _rng(seed)
+    base = os.path.join(root, "spring")
+    data = {}
+    for part in ("train", "test"):
+        for cam in ("left", "right"):
+            for k in range(1, frames + 1):
+                img = _image(rng)
+                jio.write_image(_mk(os.path.join(base, part, "0001", f"frame_{cam}",
+                                                 f"frame_{cam}_{k:04d}.png")), img)
+                data[(part, cam, k)] = img
+            if part == "test":
+                continue
+            for direction, ks in (("FW", range(1, frames)), ("BW", range(2, frames + 1))):
+                for k in ks:
+                    flow = _flow(rng, 2 * H, 2 * W)
+                    flow[0, 0] = np.nan  # no ground truth there
+                    path = _mk(os.path.join(base, part, "0001", f"flow_{direction}_{cam}",
+                                            f"flow_{direction}_{cam}_{k:04d}.flo5"))
+                    with h5py.File(path, "w") as f:  # as Spring's writeFlo5File
+                        f.create_dataset("flow", data=flow, compression="gzip",
+                                         compression_opts=5)
+                    data[(direction, cam, k)] = flow
+    return data
+
+
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Reference backward warp: `image` sampled bilinearly at `x + flow(x)` (float64)."""
     h, w = flow.shape[:2]

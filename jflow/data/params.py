@@ -26,3 +26,7 @@ KITTI = AugmentParams(True, -0.2, 0.4, False)
 KITTI_IN_SINTEL_MIX = AugmentParams(True, -0.3, 0.5, True)
 HD1K_IN_SINTEL_MIX = AugmentParams(True, -0.5, 0.2, True)
 SYNTHETIC = AugmentParams(False, -0.2, 0.4, True)
+# SEA-RAFT (core/datasets.py fetch_dataloader): TartanAir sparse (its flow masks), scale 0 + (-0.2,
+# 0.4); Spring dense at scale -1 + (0, 0.2): 1080p frames trained at about 540p.
+TARTANAIR = AugmentParams(True, -0.2, 0.4, True)
+SPRING = AugmentParams(False, -1.0, -0.8, True)

@@ -6,7 +6,7 @@ Spec DSL (whitespace ignored)::
     term    := [weight "*"] name ["(" option ("," option)* ")"]
     option  := key "=" value
     name    := synthetic | chairs | things | things_clean | things_final
-             | sintel | sintel_clean | sintel_final | kitti | hd1k
+             | sintel | sintel_clean | sintel_final | kitti | hd1k | tartanair | spring
 
 `weight` (a positive integer, default 1) repeats a dataset as RAFT's `100*sintel_clean` does.
 `things` and `sintel` mean both passes (clean + final). Options for every dataset:
@@ -18,13 +18,17 @@ Augmentation defaults follow RAFT's stages: chairs (-0.1, 1.0, flip), things (-0
 sintel (-0.2, 0.6, flip), kitti (-0.2, 0.4, no flip, sparse). In a spec that contains Sintel
 (RAFT's sintel stage, e.g. `100*sintel_clean+100*sintel_final+200*kitti+5*hd1k+things_clean`)
 things uses Sintel's range, kitti (-0.3, 0.5, flip) and hd1k (-0.5, 0.2, flip), as RAFT does.
+SEA-RAFT's sets keep their own: tartanair (-0.2, 0.4, flip, sparse: its flow masks) and spring
+(-1.0, -0.8, flip: 1080p frames trained at about 540p).
 
 `root`: one folder holding the standard sub-folders `FlyingChairs_release`, `FlyingThings3D`,
-`Sintel`, `KITTI` and `HD1K` (default: `$JFLOW_DATA_DIR`, else `./datasets` as in RAFT), or a
-dict mapping `chairs`, `things`, `sintel`, `kitti`, `hd1k` to each dataset's own folder.
+`Sintel`, `KITTI`, `HD1K`, `tartanair` and `spring` (default: `$JFLOW_DATA_DIR`, else
+`./datasets` as in RAFT and SEA-RAFT), or a dict mapping `chairs`, `things`, `sintel`, `kitti`,
+`hd1k`, `tartanair`, `spring` to each dataset's own folder.
 `split`: "train", "val" or "test" (Chairs val = split-file id 2; Sintel and KITTI validate on
 their training sets as RAFT does, test = the benchmark sets without ground truth; Things val and
-test = its TEST folder; HD1K has only training data). Synthetic data uses
+test = its TEST folder; HD1K and TartanAir have only training data; Spring val = its `val`
+folder when there is one, else its training set, test = its test set without ground truth). Synthetic data uses
 `seed` for training and a disjoint seed for "val"/"test".
 """
 from __future__ import annotations
@@ -40,13 +44,15 @@ from jflow.data.hd1k import HD1K
 from jflow.data.kitti import Kitti
 from jflow.data.mixture import Mixture
 from jflow.data.sintel import MpiSintel
+from jflow.data.spring import Spring
 from jflow.data.synthetic import SyntheticFlow
+from jflow.data.tartanair import TartanAir
 from jflow.data.things import FlyingThings3D
 
 FOLDERS = {"chairs": "FlyingChairs_release", "things": "FlyingThings3D", "sintel": "Sintel",
-           "kitti": "KITTI", "hd1k": "HD1K"}
+           "kitti": "KITTI", "hd1k": "HD1K", "tartanair": "tartanair", "spring": "spring"}
 NAMES = ("synthetic", "chairs", "things", "things_clean", "things_final", "sintel",
-         "sintel_clean", "sintel_final", "kitti", "hd1k")
+         "sintel_clean", "sintel_final", "kitti", "hd1k", "tartanair", "spring")
 VAL_SEED_OFFSET = 1_000_003
 SYNTHETIC_DEFAULTS = dict(num_samples=10_000, height=96, width=128)
 
@@ -94,6 +100,9 @@ def _pair(value: str, what: str, cast=float) -> tuple:
 def default_params(name: str, sintel_stage: bool) -> P.AugmentParams:
     """RAFT's augmentation for dataset family `name`, in the sintel stage or its own."""
     family = name.split("_")[0]
+    own = {"tartanair": P.TARTANAIR, "spring": P.SPRING}  # SEA-RAFT's, in any mixture
+    if family in own:
+        return own[family]
     if sintel_stage:
         return {"kitti": P.KITTI_IN_SINTEL_MIX, "hd1k": P.HD1K_IN_SINTEL_MIX,
                 "synthetic": P.SYNTHETIC}.get(family, P.SINTEL)
@@ -154,6 +163,12 @@ def _build_term(term: Term, root, split: str, seed: int, sintel_stage: bool,
         return [MpiSintel(where, p, split, **common) for p in passes]
     if family == "kitti":
         return [Kitti(where, split, **common)]
+    if family == "tartanair":
+        if split != "train":
+            raise ValueError("data spec: tartanair has only training data (no val/test split)")
+        return [TartanAir(where, "train", **common)]
+    if family == "spring":
+        return [Spring(where, split, **common)]
     return [HD1K(where, "train", **common)]
 
 
