@@ -191,6 +191,16 @@ class FlowPredictor:
             raise ValueError("predict takes one pair; use predict_batch for (B, H, W, 3) arrays")
         return self._forward(image1, image2)[0][0]
 
+    @property
+    def outputs_uncertainty(self) -> bool:
+        """Whether the model outputs an ``uncertainty`` map (SEA-RAFT); traced, not run."""
+        if not hasattr(self, "_outputs_uncertainty"):
+            img = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+            out = jax.eval_shape(lambda v, a, b: self.model.apply(v, a, b, train=False, iters=1),
+                                 self.variables, img, img)
+            self._outputs_uncertainty = out.get("uncertainty") is not None
+        return self._outputs_uncertainty
+
     def predict_with_uncertainty(self, image1: Any, image2: Any
                                  ) -> tuple[np.ndarray, np.ndarray | None]:
         """(flow (H, W, 2), uncertainty (H, W) or None): SEA-RAFT's per-pixel uncertainty
@@ -433,10 +443,10 @@ def main(argv) -> None:
         predictor = FlowPredictor.from_config(f.config, f.checkpoint, iters=f.iters,
                                               padding=f.padding)
     if single:
-        flow, unc = predictor.predict_with_uncertainty(image1, image2)
-        if f.uncertainty and unc is None:
+        if f.uncertainty and not predictor.outputs_uncertainty:  # before any compile
             raise InputError(f"--uncertainty: the {f.config.model.name} model outputs no "
                              "uncertainty (SEA-RAFT does)")
+        flow, unc = predictor.predict_with_uncertainty(image1, image2)
         _write_outputs(flow, image1, f.output, f.viz)
         if f.uncertainty:
             write_uncertainty(f.uncertainty, unc, _uncertainty_vmax(predictor))

@@ -41,6 +41,7 @@ def predictor():
 def test_uncertainty_pictures_pair_and_sequence(tmp_path, frames, predictor):
     flow, unc = predictor.predict_with_uncertainty(frames[0], frames[1])
     assert flow.shape == (*HW, 2) and unc.shape == HW and unc.dtype == np.float32
+    assert predictor.outputs_uncertainty
     assert np.all((unc >= 0) & (unc <= 10))
     pic = uncertainty_picture(unc)
     np.testing.assert_array_equal(pic, viz.apply_colormap(unc, 10.0))
