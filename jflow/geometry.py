@@ -225,13 +225,31 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
+def _interp_matrix_traced(n_in, n_out, dtype) -> jax.Array:
+    """:func:`_interp_matrix` built in the graph, for symbolic sizes (``jax.export`` with
+    symbolic H, W): the same formula in ``dtype`` instead of float64."""
+    row = jax.lax.broadcasted_iota(jnp.int32, (n_out, n_in), 0).astype(dtype)
+    col = jax.lax.broadcasted_iota(jnp.int32, (n_out, n_in), 1)
+    last_in = jnp.asarray(n_in, jnp.int32) - 1
+    scale = last_in.astype(dtype) / jnp.maximum(jnp.asarray(n_out, jnp.int32) - 1, 1).astype(dtype)
+    pos = row * scale
+    lo = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, last_in)
+    hi = jnp.minimum(lo + 1, last_in)
+    frac = pos - lo.astype(dtype)
+    return (jnp.where(col == lo, 1 - frac, 0) + jnp.where(col == hi, frac, 0)).astype(dtype)
+
+
 def upflow(flow: Array, rate: int = 8) -> jax.Array:
     """Bilinear (align_corners=True) resize of (B, H, W, 2) flow by ``rate``, times ``rate``."""
     flow = jnp.asarray(flow)
     _, h, w, _ = flow.shape
     dtype = flow.dtype if jnp.issubdtype(flow.dtype, jnp.floating) else jnp.float32
-    mh = jnp.asarray(_interp_matrix(h, rate * h), dtype)
-    mw = jnp.asarray(_interp_matrix(w, rate * w), dtype)
+    if isinstance(h, int) and isinstance(w, int):
+        mh = jnp.asarray(_interp_matrix(h, rate * h), dtype)
+        mw = jnp.asarray(_interp_matrix(w, rate * w), dtype)
+    else:  # symbolic sizes (jax.export): the matrices are built in the graph
+        mh = _interp_matrix_traced(h, rate * h, dtype)
+        mw = _interp_matrix_traced(w, rate * w, dtype)
     return rate * jnp.einsum("Yh,bhwc,Xw->bYXc", mh, flow.astype(dtype), mw, precision=_HIGHEST)
 
 

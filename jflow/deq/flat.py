@@ -4,6 +4,8 @@ Solvers work on (B, D) so that per-sample norms, masks and histories are plain a
 """
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, Callable
 
 import jax
@@ -18,13 +20,22 @@ def batch_size(tree: PyTree) -> int:
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves:
         raise ValueError("jflow.deq: the state pytree has no leaves")
-    sizes = {int(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else -1 for leaf in leaves}
+    # ints, or symbolic dimensions under jax.export (kept symbolic: no int())
+    sizes = {_dim(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else -1 for leaf in leaves}
     if len(sizes) != 1 or -1 in sizes:
         shapes = [jnp.shape(leaf) for leaf in leaves]
         raise ValueError(
             f"jflow.deq: every state leaf needs the same leading batch axis, got shapes {shapes}"
         )
     return sizes.pop()
+
+
+def _dim(d):
+    """``int(d)`` for a concrete size; a symbolic (``jax.export``) dimension as it is."""
+    try:
+        return int(d)
+    except Exception:  # noqa: BLE001  (InconclusiveDimensionOperation: symbolic)
+        return d
 
 
 def flatten_batched(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
@@ -36,13 +47,22 @@ def flatten_batched(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTr
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     shapes = [jnp.shape(leaf)[1:] for leaf in leaves]
     dtypes = [jnp.result_type(leaf) for leaf in leaves]
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    symbolic = not all(isinstance(d, (int, np.integer)) for s in shapes for d in s)
+    if symbolic:  # symbolic sizes (jax.export): products and slices of dimension expressions
+        sizes = [math.prod(s) for s in shapes]
+    else:
+        sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
     dtype = jnp.result_type(*dtypes)
     flat = jnp.concatenate([jnp.reshape(leaf, (b, -1)).astype(dtype) for leaf in leaves], axis=1)
-    splits = np.cumsum(sizes)[:-1].tolist()
+    splits = list(itertools.accumulate(sizes))[:-1]
 
     def unflatten(z: jax.Array) -> PyTree:
-        parts = jnp.split(z, splits, axis=1) if splits else [z]
+        if symbolic:
+            bounds = [0, *splits, z.shape[1]]
+            parts = [jax.lax.slice_in_dim(z, lo, hi, axis=1)
+                     for lo, hi in zip(bounds[:-1], bounds[1:])]
+        else:
+            parts = jnp.split(z, splits, axis=1) if splits else [z]
         out = [
             jnp.reshape(p, (z.shape[0], *s)).astype(d) for p, s, d in zip(parts, shapes, dtypes)
         ]
