@@ -41,6 +41,14 @@ DEFAULT_SHAPE = "b, h, w"
 # Lower bounds (in pixels) that models with pooled pyramids need to be exportable with symbolic
 # sizes: the coarsest correlation level must not pool away (RAFT family: 1/8 features, 3 poolings).
 MIN_SIZE = 64
+# Why a model's H, W cannot be symbolic (appended to the export error); see the README.
+FIXED_SIZE_REASONS = {
+    "liteflownet2": "LiteFlowNet2 resizes to a multiple of 32 with interpolation tables computed "
+                    "on the host, so H and W must be concrete; its batch can be symbolic with a "
+                    "bound (--constraints='b <= 16')",
+    "sea_raft": "SEA-RAFT pads (and rescales, scale != 0) inside the model on concrete sizes, so "
+                "H and W must be concrete; its batch can be symbolic",
+}
 ONNX_MESSAGE = ("--format=onnx is not available yet: jflow exports StableHLO only "
                 "(--format=stablehlo); see the README's Export section")
 
@@ -147,6 +155,9 @@ class ExportedModel:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> an ordinary file's mode
             os.replace(tmp, path)
         except OSError as e:
             if os.path.exists(tmp):
@@ -155,8 +166,9 @@ class ExportedModel:
         return len(data)
 
 
-def _shape_spec(shape: str, model) -> tuple[tuple, tuple[str, ...]]:
-    """The ``(B, H, W, 3)`` symbolic shape of ``shape`` ("b, h, w") and its constraints."""
+def _shape_spec(shape: str, model, extra: Sequence[str] = ()) -> tuple[tuple, tuple[str, ...]]:
+    """The ``(B, H, W, 3)`` symbolic shape of ``shape`` ("b, h, w") and its constraints (the
+    model's minimum size and ``extra``, e.g. ``"b <= 64"``)."""
     from jax import export
 
     from jflow.models import input_padding
@@ -174,8 +186,12 @@ def _shape_spec(shape: str, model) -> tuple[tuple, tuple[str, ...]]:
         for d in dims[1:3]:
             if not isinstance(d, int):
                 constraints.append(f"{d} >= {MIN_SIZE}")
+    constraints += [str(c).strip() for c in extra if str(c).strip()]
     if constraints:
-        dims = export.symbolic_shape(", ".join(parts) + ", 3", constraints=constraints)
+        try:
+            dims = export.symbolic_shape(", ".join(parts) + ", 3", constraints=constraints)
+        except Exception as e:  # noqa: BLE001  (jax raises ValueError for bad constraints)
+            raise ExportError(f"--constraints {list(extra)}: {_first_line(e)}") from None
     return tuple(dims), tuple(constraints)
 
 
@@ -187,13 +203,15 @@ def _first_line(error: BaseException) -> str:
 def export_model(config, variables: Mapping[str, PyTree], *, iters: int | None = None,
                  shape: str = DEFAULT_SHAPE, input_dtype: str = "float32",
                  padding: str = "sintel", platforms: Sequence[str] | None = None,
-                 checkpoint: str | None = None) -> ExportedModel:
+                 constraints: Sequence[str] = (), checkpoint: str | None = None
+                 ) -> ExportedModel:
     """Exports ``config.model`` with ``variables`` as StableHLO (``jax.export``).
 
     ``iters``: update iterations / DEQ solver max steps (None: the config's ``eval_iters`` or the
     DEQ evaluation steps, as ``FlowPredictor``); ``shape``: symbolic (B, H, W) spec; ``padding``:
     "sintel" | "kitti" (``InputPadder`` mode); ``platforms``: lowering platforms (default: the
-    current backend). Raises :class:`ExportError` for what cannot be exported.
+    current backend); ``constraints``: extra symbolic-shape constraints such as ``"b <= 64"``
+    (LiteFlowNet2 picks its correlation implementation by size). Raises :class:`ExportError` for what cannot be exported.
     """
     import jax
     import jax.numpy as jnp
@@ -214,7 +232,14 @@ def export_model(config, variables: Mapping[str, PyTree], *, iters: int | None =
                  (k == "params" or v)}
     leaves, treedef = jax.tree_util.tree_flatten(variables)
     leaves = [np.asarray(x) for x in leaves]
-    dims, constraints = _shape_spec(shape, model)
+    dims, constraints = _shape_spec(shape, model, constraints)
+    if (name == "dip" and str(config.model.get("noise", "")) == "torch"
+            and not all(isinstance(d, int) for d in dims)):
+        raise ExportError(
+            f"dip with noise='torch' exports at one size only (--shape={shape!r} is symbolic): its "
+            "evaluation noise is torch's seeded stream generated on the host for each (B, H, W); "
+            "give one size (--shape='1, 448, 1024') or --config.model.noise=jax (symbolic "
+            "b, h, w; a different random initial flow than the official code)")
     fn = inference_function(model, treedef, iters=iters, padding=padding)
     img = jax.ShapeDtypeStruct(dims, jnp.dtype(input_dtype))
     w_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
@@ -224,8 +249,9 @@ def export_model(config, variables: Mapping[str, PyTree], *, iters: int | None =
     except _shape_errors() as e:
         raise ExportError(
             f"{name} cannot be exported with --shape={shape!r}: {_first_line(e)} (export with "
-            "sizes given as multiples, e.g. --shape='b, 8*k, 8*l', or one size, "
-            "e.g. --shape='1, 440, 1024')") from None
+            "sizes given as multiples, e.g. --shape='b, 8*k, 8*l', a bound, e.g. "
+            "--constraints='b <= 16', or one size, e.g. --shape='1, 440, 1024')"
+            + (f"; {FIXED_SIZE_REASONS[name]}" if name in FIXED_SIZE_REASONS else "")) from None
     multiple, fill = input_padding(model)
     meta = {
         "format": "stablehlo",
@@ -380,7 +406,8 @@ def main(argv) -> None:
         variables = load_variables(f.checkpoint, model, config)
     artifact = export_model(config, variables, iters=f.iters, shape=f.shape,
                             input_dtype=f.input_dtype, padding=f.padding,
-                            platforms=f.platforms or None, checkpoint=f.checkpoint)
+                            platforms=f.platforms or None, constraints=f.constraints or (),
+                            checkpoint=f.checkpoint)
     size = artifact.save(f.output)
     m = artifact.meta
     print(f"wrote {f.output} ({size / 1024:,.0f} KiB): {m['model']}, input ({m['shape']}, 3) "
@@ -401,6 +428,8 @@ def _define_flags() -> None:
                          "fixed in the artifact; default: the config's evaluation value")
     flags.DEFINE_string("shape", DEFAULT_SHAPE, "symbolic (B, H, W): 'b, h, w' (any), "
                         "'b, 8*k, 8*l' (multiples of 8), '1, 440, 1024' (one size)")
+    flags.DEFINE_list("constraints", None, "extra symbolic-shape constraints, e.g. 'b <= 16' "
+                      "(comma-separated)")
     flags.DEFINE_string("input_dtype", "float32", "image dtype the artifact takes: float32 "
                         "(0..255) or uint8")
     flags.DEFINE_enum("padding", "sintel", ["sintel", "kitti"], "how to pad to the model's "
