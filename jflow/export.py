@@ -45,7 +45,9 @@ MIN_SIZE = 64
 FIXED_SIZE_REASONS = {
     "liteflownet2": "LiteFlowNet2 resizes to a multiple of 32 with interpolation tables computed "
                     "on the host, so H and W must be concrete; its batch can be symbolic with a "
-                    "bound (--constraints='b <= 16')",
+                    "bound that settles the size comparisons that pick its correlation "
+                    "implementation per level (436x1024: --constraints='b >= 4'; 64x96: "
+                    "'b <= 16')",
     "sea_raft": "SEA-RAFT pads (and rescales, scale != 0) inside the model on concrete sizes, so "
                 "H and W must be concrete; its batch can be symbolic",
 }

@@ -116,6 +116,10 @@ def test_bad_options_are_export_errors(tmp_path):
     artifact = export_model(config, variables, iters=1, shape="1, 64, 64")
     with pytest.raises(ExportError, match="cannot write"):
         artifact.save(blocker / "out.zip")
+    artifact.save(tmp_path / "fixed.zip")
+    other = np.zeros((1, 64, 72, 3), np.float32)
+    with pytest.raises(ExportError, match=r"do not fit this artifact: it takes \(1, 64, 64, 3\)"):
+        load_exported(tmp_path / "fixed.zip")(other, other)
 
 
 def test_cli_unknown_format_is_one_error_line(tmp_path):
