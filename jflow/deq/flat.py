@@ -21,9 +21,10 @@ def batch_size(tree: PyTree) -> int:
     if not leaves:
         raise ValueError("jflow.deq: the state pytree has no leaves")
     # ints, or symbolic dimensions under jax.export (kept symbolic: no int())
-    sizes = {_dim(jnp.shape(leaf)[0]) if jnp.ndim(leaf) else -1 for leaf in leaves}
+    # np.shape/np.ndim: static shapes (jax2onnx patches jnp.shape to return a traced array)
+    sizes = {_dim(np.shape(leaf)[0]) if np.ndim(leaf) else -1 for leaf in leaves}
     if len(sizes) != 1 or -1 in sizes:
-        shapes = [jnp.shape(leaf) for leaf in leaves]
+        shapes = [np.shape(leaf) for leaf in leaves]
         raise ValueError(
             f"jflow.deq: every state leaf needs the same leading batch axis, got shapes {shapes}"
         )
@@ -45,7 +46,7 @@ def flatten_batched(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTr
     """
     b = batch_size(tree)
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    shapes = [jnp.shape(leaf)[1:] for leaf in leaves]
+    shapes = [tuple(np.shape(leaf))[1:] for leaf in leaves]
     dtypes = [jnp.result_type(leaf) for leaf in leaves]
     symbolic = not all(isinstance(d, (int, np.integer)) for s in shapes for d in s)
     if symbolic:  # symbolic sizes (jax.export): products and slices of dimension expressions
@@ -86,7 +87,7 @@ def where_batch(mask: jax.Array, new: PyTree, old: PyTree) -> PyTree:
     """Per-sample select: leaf ``new`` where ``mask`` (B,) is true, else ``old``."""
 
     def sel(n, o):
-        m = jnp.reshape(mask, mask.shape + (1,) * (jnp.ndim(n) - 1))
+        m = jnp.reshape(mask, mask.shape + (1,) * (np.ndim(n) - 1))
         return jnp.where(m, n, o)
 
     return jax.tree_util.tree_map(sel, new, old)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jflow import geometry
 from jflow.models.attention import Attention
@@ -30,7 +31,8 @@ def check_images(image1: Array, image2: Array, model: str, multiple: int = 8,
                  fill: str = "replicate") -> None:
     """Raises ValueError unless both images are (B, H, W, 3) with H, W multiples of
     ``multiple`` (the padding ``fill`` is named in the message)."""
-    s1, s2 = jnp.shape(image1), jnp.shape(image2)
+    # np.shape: the static shape (jax2onnx patches jnp.shape to return a traced array)
+    s1, s2 = tuple(np.shape(image1)), tuple(np.shape(image2))
     if len(s1) != 4 or s1[-1] != 3:
         raise ValueError(f"{model}: image1 must be (B, H, W, 3), got shape {s1}")
     if s1 != s2:
@@ -42,9 +44,9 @@ def check_images(image1: Array, image2: Array, model: str, multiple: int = 8,
 
 
 def check_low_res(name: str, value: Array | None, shape: tuple, model: str) -> None:
-    if value is not None and tuple(jnp.shape(value)) != tuple(shape):
+    if value is not None and tuple(np.shape(value)) != tuple(shape):
         raise ValueError(f"{model}: {name} must have shape {tuple(shape)} (1/8 resolution), "
-                         f"got {tuple(jnp.shape(value))}")
+                         f"got {tuple(np.shape(value))}")
 
 
 def features(fnet: nn.Module, image1: Array, image2: Array, train: bool) -> tuple[Array, Array]:
