@@ -213,20 +213,53 @@ def convex_upsample(flow: Array, mask: Array, rate: int = 8) -> jax.Array:
     return up.reshape(b, rate * h, rate * w, flow.shape[-1])
 
 
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear-interpolation matrix, align_corners=True."""
-    pos = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
-    lo = np.clip(np.floor(pos).astype(int), 0, n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = pos - lo
+def linear_taps(n_in: int, n_out: int, *, align_corners: bool, scale: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """torch's 1-D linear interpolation from ``n_in`` to ``n_out`` samples (no antialias) as taps
+    ``(i0, i1, lam)``: ``out[j] = (1 - lam[j]) x[i0[j]] + lam[j] x[i1[j]]``.
+
+    ``align_corners=True``: source ``j (n_in - 1) / (n_out - 1)``; ``False``: ``max((j + 0.5) / s
+    - 0.5, 0)`` with ``s = scale`` (torch's ``scale_factor``) or ``n_out / n_in`` (``size=``).
+    """
+    j = np.arange(n_out, dtype=np.float64)
+    if align_corners:
+        src = j * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        s = n_out / n_in if scale is None else scale
+        src = np.maximum((j + 0.5) / s - 0.5, 0.0)
+    i0 = np.clip(np.floor(src).astype(np.int64), 0, n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, src - i0
+
+
+def resize_matrix(n_in: int, n_out: int, *, align_corners: bool, scale: float | None = None
+                  ) -> np.ndarray:
+    """(n_out, n_in) float64 matrix of :func:`linear_taps`."""
+    i0, i1, lam = linear_taps(n_in, n_out, align_corners=align_corners, scale=scale)
     m = np.zeros((n_out, n_in))
-    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
-    np.add.at(m, (np.arange(n_out), hi), frac)
+    np.add.at(m, (np.arange(n_out), i0), 1 - lam)
+    np.add.at(m, (np.arange(n_out), i1), lam)
     return m
 
 
+def resize_separable(x: Array, mh: Array, mw: Array) -> jax.Array:
+    """``mh @ x @ mw.T`` over the H and W axes of (B, H, W, C) ``x`` (float32-exact products)."""
+    return jnp.einsum("Yh,bhwc,Xw->bYXc", mh, x, mw, precision=_HIGHEST)
+
+
+def resize_bilinear(x: Array, hw: tuple[int, int], *, align_corners: bool,
+                    scale: float | None = None) -> jax.Array:
+    """torch ``F.interpolate(mode="bilinear")`` of (B, H, W, C) ``x`` to ``hw`` (no antialias)."""
+    _, h, w, _ = x.shape
+    mh = jnp.asarray(resize_matrix(h, int(hw[0]), align_corners=align_corners, scale=scale),
+                     x.dtype)
+    mw = jnp.asarray(resize_matrix(w, int(hw[1]), align_corners=align_corners, scale=scale),
+                     x.dtype)
+    return resize_separable(x, mh, mw)
+
+
 def _interp_matrix_traced(n_in, n_out, dtype) -> jax.Array:
-    """:func:`_interp_matrix` built in the graph, for symbolic sizes (``jax.export`` with
+    """:func:`resize_matrix` (align_corners) built in the graph, for symbolic sizes (``jax.export`` with
     symbolic H, W): the same formula in ``dtype`` instead of float64."""
     row = jax.lax.broadcasted_iota(jnp.int32, (n_out, n_in), 0).astype(dtype)
     col = jax.lax.broadcasted_iota(jnp.int32, (n_out, n_in), 1)
@@ -245,12 +278,11 @@ def upflow(flow: Array, rate: int = 8) -> jax.Array:
     _, h, w, _ = flow.shape
     dtype = flow.dtype if jnp.issubdtype(flow.dtype, jnp.floating) else jnp.float32
     if isinstance(h, int) and isinstance(w, int):
-        mh = jnp.asarray(_interp_matrix(h, rate * h), dtype)
-        mw = jnp.asarray(_interp_matrix(w, rate * w), dtype)
-    else:  # symbolic sizes (jax.export): the matrices are built in the graph
-        mh = _interp_matrix_traced(h, rate * h, dtype)
-        mw = _interp_matrix_traced(w, rate * w, dtype)
-    return rate * jnp.einsum("Yh,bhwc,Xw->bYXc", mh, flow.astype(dtype), mw, precision=_HIGHEST)
+        return rate * resize_bilinear(flow.astype(dtype), (rate * h, rate * w), align_corners=True)
+    # symbolic sizes (jax.export): the matrices are built in the graph
+    mh = _interp_matrix_traced(h, rate * h, dtype)
+    mw = _interp_matrix_traced(w, rate * w, dtype)
+    return rate * resize_separable(flow.astype(dtype), mh, mw)
 
 
 def forward_interpolate(flow: Array) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from golden_weights import GOLDEN_DIR, load_golden
-from jflow import convert, losses
+from jflow import convert, geometry, losses
 from jflow.convert import ConversionError
 from jflow.models import build_model, count_params, model_from_config, random_variables
 from jflow.models import variable_shapes
@@ -76,9 +76,10 @@ def test_sizes_configs_and_official_state_dict_layout(golden_states):
 
 def test_resize_matrices_follow_torch():
     # F.interpolate(scale_factor=0.5, bilinear, align_corners=False) = 2x2 box average
-    np.testing.assert_allclose(sr._bilinear_matrix(4, 2, 0.5), [[.5, .5, 0, 0], [0, 0, .5, .5]])
+    np.testing.assert_allclose(geometry.resize_matrix(4, 2, align_corners=False, scale=0.5),
+                               [[.5, .5, 0, 0], [0, 0, .5, .5]])
     # x2 upsampling: source (i + 0.5) / 2 - 0.5, clamped at the borders
-    np.testing.assert_allclose(sr._bilinear_matrix(2, 4, 2.0),
+    np.testing.assert_allclose(geometry.resize_matrix(2, 4, align_corners=False, scale=2.0),
                                [[1, 0], [.75, .25], [.25, .75], [0, 1]])
     np.testing.assert_allclose(sr._area_matrix(2, 4), [[1, 0], [1, 0], [0, 1], [0, 1]])
     np.testing.assert_allclose(sr._area_matrix(4, 2), [[.5, .5, 0, 0], [0, 0, .5, .5]])

@@ -253,11 +253,7 @@ def avg_pool(x: Array, k: int) -> Array:
 
 def resize_flow(flow: Array, hw: tuple[int, int], scale: float) -> Array:
     """``scale * F.interpolate(flow, size=hw, mode="bilinear", align_corners=True)``, NHWC."""
-    _, h, w, _ = flow.shape
-    mh = jnp.asarray(geometry._interp_matrix(h, hw[0]), flow.dtype)
-    mw = jnp.asarray(geometry._interp_matrix(w, hw[1]), flow.dtype)
-    out = jnp.einsum("Yh,bhwc,Xw->bYXc", mh, flow, mw, precision=jax.lax.Precision.HIGHEST)
-    return scale * out
+    return scale * geometry.resize_bilinear(flow, hw, align_corners=True)
 
 
 def pyramid_levels(h4: int, w4: int, max_layers: int = 3, min_width: int = 40) -> int:

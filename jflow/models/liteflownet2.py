@@ -96,11 +96,7 @@ def _resize_axis(x: Array, axis: int, n_out: int) -> Array:
     n_in = x.shape[axis]
     if n_in == n_out:
         return x
-    scale = n_in / n_out
-    src = np.maximum((np.arange(n_out) + 0.5) * scale - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int32), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = (src - i0).astype(np.float32)
+    i0, i1, lam = geometry.linear_taps(n_in, n_out, align_corners=False)
     shape = [1] * x.ndim
     shape[axis] = n_out
     lam = jnp.asarray(lam, x.dtype).reshape(shape)

@@ -85,19 +85,6 @@ def uncertainty_map(info: Array, var_min: float = VAR_MIN, var_max: float = VAR_
 
 
 # ----------------------------------------------------------------------------------- resizing
-def _bilinear_matrix(n_in: int, n_out: int, scale: float) -> np.ndarray:
-    """(n_out, n_in) torch bilinear ``align_corners=False`` with the given ``scale_factor``
-    (source = (dst + 0.5) / scale - 0.5, clamped at 0; no antialias)."""
-    src = np.maximum((np.arange(n_out) + 0.5) / scale - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    lam = src - i0
-    m = np.zeros((n_out, n_in))
-    np.add.at(m, (np.arange(n_out), i0), 1 - lam)
-    np.add.at(m, (np.arange(n_out), i1), lam)
-    return m
-
-
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) torch ``mode='area'`` (adaptive average pooling) weights."""
     m = np.zeros((n_out, n_in))
@@ -109,9 +96,8 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def _resize(x: Array, mh: np.ndarray, mw: np.ndarray) -> Array:
-    mh = jnp.asarray(mh, x.dtype)
-    mw = jnp.asarray(mw, x.dtype)
-    return jnp.einsum("Yh,bhwc,Xw->bYXc", mh, x, mw, precision=jax.lax.Precision.HIGHEST)
+    return geometry.resize_separable(x, jnp.asarray(mh, x.dtype), jnp.asarray(mw, x.dtype))
+
 
 
 def _pad_replicate(x: Array, padder: geometry.InputPadder) -> Array:
@@ -282,8 +268,8 @@ class SEARAFT(nn.Module):
         if s:
             f = 2.0 ** s
             hs, ws = int(math.floor(h0 * f)), int(math.floor(w0 * f))
-            mh, mw = _bilinear_matrix(h0, hs, f), _bilinear_matrix(w0, ws, f)
-            im1, im2 = _resize(im1, mh, mw), _resize(im2, mh, mw)
+            im1, im2 = (geometry.resize_bilinear(im, (hs, ws), align_corners=False, scale=f)
+                        for im in (im1, im2))
         im1, im2 = normalize_image(im1), normalize_image(im2)
         padder = geometry.InputPadder(im1.shape[1:3], 8)
         im1, im2 = _pad_replicate(im1, padder), _pad_replicate(im2, padder)
@@ -347,7 +333,7 @@ class SEARAFT(nn.Module):
         if s:
             f = 2.0 ** -s
             hs, ws = flow.shape[1:3]
-            flow = _resize(flow, _bilinear_matrix(hs, h0, f), _bilinear_matrix(ws, w0, f)) * f
+            flow = f * geometry.resize_bilinear(flow, (h0, w0), align_corners=False, scale=f)
             info = _resize(info, _area_matrix(hs, h0), _area_matrix(ws, w0))
         out = {"flow": flow, "info": info,
                "uncertainty": uncertainty_map(info, self.var_min, self.var_max),
