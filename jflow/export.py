@@ -85,14 +85,6 @@ def _unpad_axis(x, axis: int, size, before):
     return jnp.take(x, jax.lax.iota(jnp.int32, size) + jnp.asarray(before, jnp.int32), axis=axis)
 
 
-def _padding(size, multiple: int, kitti_like: bool):
-    """(padded size, leading pad) as :class:`jflow.geometry.InputPadder` computes them."""
-    padded = ((size + multiple - 1) // multiple) * multiple
-    if kitti_like:
-        return padded, 0
-    return padded, (padded - size) // 2
-
-
 def inference_function(model, treedef, *, iters: int | None, padding: str = "sintel"):
     """``f(weights, image1, image2) -> flow``: ``weights`` the flat leaves of the variables
     (``treedef``), images (B, H, W, 3) of any dtype (cast to float32), with the model's padding and
@@ -100,6 +92,7 @@ def inference_function(model, treedef, *, iters: int | None, padding: str = "sin
     import jax
     import jax.numpy as jnp
 
+    from jflow.geometry import pad_amounts
     from jflow.models import input_padding
 
     multiple, fill = input_padding(model)
@@ -109,8 +102,9 @@ def inference_function(model, treedef, *, iters: int | None, padding: str = "sin
         im1 = image1.astype(jnp.float32)
         im2 = image2.astype(jnp.float32)
         _, h, w, _ = im1.shape
-        hp, top = _padding(h, multiple, padding == "kitti")
-        wp, left = _padding(w, multiple, False)
+        top, bottom = pad_amounts(h, multiple, centered=padding != "kitti")
+        left, right = pad_amounts(w, multiple)
+        hp, wp = h + top + bottom, w + left + right
         if multiple > 1:
             im1, im2 = [_pad_axis(_pad_axis(x, 1, h, hp, top, fill), 2, w, wp, left, fill)
                         for x in (im1, im2)]

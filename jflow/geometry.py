@@ -118,6 +118,15 @@ def backward_warp(img: Array, flow: Array, *, padding: str = "zeros") -> jax.Arr
     return out[0] if unbatched else out
 
 
+def pad_amounts(size, multiple: int, centered: bool = True):
+    """``(before, after)`` padding that brings ``size`` to the next multiple of ``multiple``:
+    split evenly (the extra pixel after) when ``centered``, else all after. Works on ints and on
+    ``jax.export`` symbolic sizes."""
+    pad = ((size + multiple - 1) // multiple) * multiple - size
+    before = pad // 2 if centered else 0
+    return before, pad - before
+
+
 class InputPadder:
     """Pads images so H and W are multiples of ``multiple``; ``unpad`` is the exact inverse.
 
@@ -139,14 +148,8 @@ class InputPadder:
             raise ValueError(f"InputPadder: multiple must be >= 1, got {multiple}")
         self.h, self.w = int(shape_hw[0]), int(shape_hw[1])
         self.multiple, self.mode, self.fill = multiple, mode, fill
-        pad_h = (((self.h // multiple) + 1) * multiple - self.h) % multiple
-        pad_w = (((self.w // multiple) + 1) * multiple - self.w) % multiple
-        left, right = pad_w // 2, pad_w - pad_w // 2
-        if mode == "sintel":
-            top, bottom = pad_h // 2, pad_h - pad_h // 2
-        else:
-            top, bottom = 0, pad_h
-        self.top, self.bottom, self.left, self.right = top, bottom, left, right
+        self.top, self.bottom = pad_amounts(self.h, multiple, centered=mode == "sintel")
+        self.left, self.right = pad_amounts(self.w, multiple)
 
     @property
     def padded_hw(self) -> tuple[int, int]:
