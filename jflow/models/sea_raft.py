@@ -59,6 +59,7 @@ from jflow import geometry
 from jflow.models.corr import build_corr, lookup
 from jflow.models.encoders import normalize_image
 from jflow.models.layers import Conv2d, make_norm
+from jflow.models.raft import check_images
 from jflow.models.update import MotionEncoder
 
 Array = Any
@@ -98,11 +99,6 @@ def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
 def _resize(x: Array, mh: np.ndarray, mw: np.ndarray) -> Array:
     return geometry.resize_separable(x, jnp.asarray(mh, x.dtype), jnp.asarray(mw, x.dtype))
 
-
-
-def _pad_replicate(x: Array, padder: geometry.InputPadder) -> Array:
-    return jnp.pad(x, ((0, 0), (padder.top, padder.bottom), (padder.left, padder.right), (0, 0)),
-                   mode="edge")
 
 
 # ------------------------------------------------------------------------------------- layers
@@ -209,14 +205,6 @@ class UpdateBlock(nn.Module):
         return net
 
 
-def _check_images(image1: Array, image2: Array) -> None:
-    s1, s2 = jnp.shape(image1), jnp.shape(image2)
-    if len(s1) != 4 or s1[-1] != 3:
-        raise ValueError(f"SEA-RAFT: image1 must be (B, H, W, 3), got shape {s1}")
-    if s1 != s2:
-        raise ValueError(f"SEA-RAFT: image2 shape {s2} differs from image1 shape {s1}")
-
-
 class SEARAFT(nn.Module):
     """SEA-RAFT; see the module docstring.
 
@@ -251,7 +239,7 @@ class SEARAFT(nn.Module):
     def __call__(self, image1: Array, image2: Array, *, train: bool = False,
                  iters: int | None = None, flow_init: Array | None = None,
                  state_init: Array | None = None) -> dict:
-        _check_images(image1, image2)
+        check_images(image1, image2, "SEA-RAFT", multiple=1)  # any size: padded below
         if self.size not in SEA_RAFT_SIZES:
             raise ValueError(f"SEA-RAFT: size must be one of {sorted(SEA_RAFT_SIZES)}, got "
                              f"{self.size!r}")
@@ -272,7 +260,7 @@ class SEARAFT(nn.Module):
                         for im in (im1, im2))
         im1, im2 = normalize_image(im1), normalize_image(im2)
         padder = geometry.InputPadder(im1.shape[1:3], 8)
-        im1, im2 = _pad_replicate(im1, padder), _pad_replicate(im2, padder)
+        im1, im2 = padder.pad(im1, im2)  # replicate, as the official InputPadder
         h, w = im1.shape[1] // 8, im1.shape[2] // 8
 
         cnet = ResNetFPN(blocks, 2 * DIM, self.freeze_bn, name="cnet")(
