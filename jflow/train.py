@@ -95,6 +95,7 @@ class OptimSpec:
     level_weights: tuple[float, ...] = ()
     full_res_weight: float = 0.0
     loss_resize: str = "downsample"
+    seed: int = 0  # the model's per-step "noise" stream (DIP's random initial flow)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "OptimSpec":
@@ -104,7 +105,8 @@ class OptimSpec:
                    float(t.adam_eps), float(t.wd), float(t.gamma), str(t.correction_weights),
                    is_deq(config), str(t.get("loss", "sequence")),
                    tuple(float(x) for x in t.get("level_weights", ())),
-                   float(t.get("full_res_weight", 0.0)), str(t.get("loss_resize", "downsample")))
+                   float(t.get("full_res_weight", 0.0)), str(t.get("loss_resize", "downsample")),
+                   int(config.get("seed", 0)))
 
 
 def make_optimizer(config: ml_collections.ConfigDict
@@ -228,7 +230,7 @@ def _update_fn(model, spec: OptimSpec, mesh: jax.sharding.Mesh) -> Callable:
     def update(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         # per-step randomness of the model (DIP's random initial flow): the "noise" stream
-        rngs = {"noise": jax.random.fold_in(jax.random.PRNGKey(0), state.step)}
+        rngs = {"noise": jax.random.fold_in(jax.random.PRNGKey(spec.seed), state.step)}
         (loss, (metrics, batch_stats)), grads = grad_fn(state.params, state.batch_stats, batch,
                                                         rngs)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -168,5 +168,7 @@ def test_config_is_raft_recipe_with_demo_evaluation():
     # demo.py: 20 iterations from a cold start, 12 when warm-started; training 6; explicit wins
     assert [model.iterations(False, False), model.iterations(False, True),
             model.iterations(True, True), model.iterations(False, True, 3)] == [20, 12, 6, 3]
+    c.seed = 7  # the training noise stream follows the run's seed
+    assert train.OptimSpec.from_config(c).seed == 7
     w = np.asarray(train.loss_weights(train.OptimSpec.from_config(c), 4 * c.model.iters))
     assert len(w) == 24 and w[-1] == 1 and np.isclose(w[0], 0.8 ** 23)  # all 4 x iters
