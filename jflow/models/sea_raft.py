@@ -205,6 +205,105 @@ class UpdateBlock(nn.Module):
         return net
 
 
+# ------------------------------------------------ pieces shared with DEQ SEA-RAFT (deq_sea_raft)
+# The functions below that create modules are called inside a compact ``__call__``: their
+# modules (``cnet``, ``init_conv``, ``fnet``, the heads) become children of the calling model
+# under the official names.
+def check_inputs(image1: Array, image2: Array, size: str, name: str
+                 ) -> tuple[tuple[int, ...], int]:
+    """Checks the pair (any size) and ``size``; returns (blocks per stage, eval iterations)."""
+    check_images(image1, image2, name, multiple=1)  # any size: padded in the model
+    if size not in SEA_RAFT_SIZES:
+        raise ValueError(f"{name}: size must be one of {sorted(SEA_RAFT_SIZES)}, got {size!r}")
+    return SEA_RAFT_SIZES[size]
+
+
+def prepare_pair(image1: Array, image2: Array, scale: int
+                 ) -> tuple[Array, Array, geometry.InputPadder]:
+    """RGB 0..255 -> resized by ``2^scale``, ``2x/255 - 1``, replicate-padded (centred) to a
+    multiple of 8 as the official ``InputPadder``; returns the pair and its padder."""
+    im1 = jnp.asarray(image1, jnp.float32)
+    im2 = jnp.asarray(image2, jnp.float32)
+    if scale:
+        f = 2.0 ** scale
+        h0, w0 = im1.shape[1:3]
+        hs, ws = int(math.floor(h0 * f)), int(math.floor(w0 * f))
+        im1, im2 = (geometry.resize_bilinear(im, (hs, ws), align_corners=False, scale=f)
+                    for im in (im1, im2))
+    im1, im2 = normalize_image(im1), normalize_image(im2)
+    padder = geometry.InputPadder(im1.shape[1:3], 8)
+    im1, im2 = padder.pad(im1, im2)
+    return im1, im2, padder
+
+
+def context(blocks: tuple[int, ...], freeze_bn: bool, im1: Array, im2: Array, train: bool
+            ) -> tuple[Array, Array]:
+    """``cnet`` on ``cat[im1, im2]`` -> ``init_conv`` -> (``net``, ``ctx``), 128 channels each."""
+    cnet = ResNetFPN(blocks, 2 * DIM, freeze_bn, name="cnet")(
+        jnp.concatenate([im1, im2], axis=-1), train)
+    cnet = Conv2d(2 * DIM, 3, 1, 1, name="init_conv")(cnet)
+    return cnet[..., :DIM], cnet[..., DIM:]
+
+
+def correlation(blocks: tuple[int, ...], freeze_bn: bool, im1: Array, im2: Array, train: bool,
+                kind: str, levels: int) -> Any:
+    """``fnet`` on each image -> the correlation state (:func:`jflow.models.corr.build_corr`)."""
+    b = im1.shape[0]
+    fnet = ResNetFPN(blocks, 2 * DIM, freeze_bn, name="fnet")
+    if train and not freeze_bn:  # batch statistics per image, as the official code
+        fmap1, fmap2 = fnet(im1, train), fnet(im2, train)
+    else:
+        fmaps = fnet(jnp.concatenate([im1, im2], axis=0), train)
+        fmap1, fmap2 = fmaps[:b], fmaps[b:]
+    return build_corr(fmap1, fmap2, kind=kind, num_levels=levels)
+
+
+class Heads:
+    """The flow head (``flow_head_0``, ``flow_head_2``) and the mask head
+    (``upsample_weight_0``, ``upsample_weight_2``) of the calling model:
+    ``heads(net) -> (delta flow, raw mixture parameters (4), 0.25 * mask)``."""
+
+    def __init__(self):
+        self.head0 = Conv2d(2 * DIM, 3, 1, 1, name="flow_head_0")
+        self.head2 = Conv2d(6, 3, 1, 1, name="flow_head_2")
+        self.up0 = Conv2d(2 * DIM, 3, 1, 1, name="upsample_weight_0")
+        self.up2 = Conv2d(64 * 9, 1, 1, 0, name="upsample_weight_2")
+
+    def __call__(self, net: Array) -> tuple[Array, Array, Array]:
+        out = self.head2(nn.relu(self.head0(net)))
+        return out[..., :2], out[..., 2:], 0.25 * self.up2(nn.relu(self.up0(net)))
+
+
+def flow_head(params: Any, net: Array) -> Array:
+    """The flow head's delta flow from its parameters ``{"flow_head_0", "flow_head_2"}`` (for a
+    pure update operator)."""
+    y = Conv2d(2 * DIM, 3, 1, 1, parent=None).apply({"params": params["flow_head_0"]}, net)
+    return Conv2d(6, 3, 1, 1, parent=None).apply({"params": params["flow_head_2"]},
+                                                 nn.relu(y))[..., :2]
+
+
+def upsample_outputs(padder: geometry.InputPadder, flow_8x: Array, info_8x: Array, mask: Array
+                     ) -> tuple[Array, Array]:
+    """Convex x8 upsampling of the flow (x8) and the mixture parameters (unscaled) with one
+    mask, unpadded."""
+    up = geometry.convex_upsample(jnp.concatenate([flow_8x, info_8x / 8], -1), mask, 8)
+    return padder.unpad(up[..., :2]), padder.unpad(up[..., 2:])
+
+
+def finish(flow: Array, info: Array, image_hw: tuple[int, int], scale: int,
+           var_min: float = VAR_MIN, var_max: float = VAR_MAX) -> dict:
+    """``{"flow", "info", "uncertainty"}`` at the input size: a scaled prediction is resized
+    back (flow bilinear x ``2^-scale``, mixture parameters area-averaged)."""
+    if scale:
+        f = 2.0 ** -scale
+        h0, w0 = image_hw
+        hs, ws = flow.shape[1:3]
+        flow = f * geometry.resize_bilinear(flow, (h0, w0), align_corners=False, scale=f)
+        info = _resize(info, _area_matrix(hs, h0), _area_matrix(ws, w0))
+    return {"flow": flow, "info": info, "uncertainty": uncertainty_map(info, var_min, var_max)}
+
+
+
 class SEARAFT(nn.Module):
     """SEA-RAFT; see the module docstring.
 
@@ -239,48 +338,20 @@ class SEARAFT(nn.Module):
     def __call__(self, image1: Array, image2: Array, *, train: bool = False,
                  iters: int | None = None, flow_init: Array | None = None,
                  state_init: Array | None = None) -> dict:
-        check_images(image1, image2, "SEA-RAFT", multiple=1)  # any size: padded below
-        if self.size not in SEA_RAFT_SIZES:
-            raise ValueError(f"SEA-RAFT: size must be one of {sorted(SEA_RAFT_SIZES)}, got "
-                             f"{self.size!r}")
-        blocks, size_eval_iters = SEA_RAFT_SIZES[self.size]
+        blocks, size_eval_iters = check_inputs(image1, image2, self.size, "SEA-RAFT")
         default = self.iters if train else (self.eval_iters or size_eval_iters)
         n_iters = int(iters if iters is not None else default)
         if n_iters < 0:
             raise ValueError(f"SEA-RAFT: iters must be >= 0, got {n_iters}")
 
-        b, h0, w0, _ = image1.shape
-        im1 = jnp.asarray(image1, jnp.float32)
-        im2 = jnp.asarray(image2, jnp.float32)
-        s = 0 if train else int(self.scale)
-        if s:
-            f = 2.0 ** s
-            hs, ws = int(math.floor(h0 * f)), int(math.floor(w0 * f))
-            im1, im2 = (geometry.resize_bilinear(im, (hs, ws), align_corners=False, scale=f)
-                        for im in (im1, im2))
-        im1, im2 = normalize_image(im1), normalize_image(im2)
-        padder = geometry.InputPadder(im1.shape[1:3], 8)
-        im1, im2 = padder.pad(im1, im2)  # replicate, as the official InputPadder
+        b = image1.shape[0]
+        im1, im2, padder = prepare_pair(image1, image2, 0 if train else int(self.scale))
         h, w = im1.shape[1] // 8, im1.shape[2] // 8
-
-        cnet = ResNetFPN(blocks, 2 * DIM, self.freeze_bn, name="cnet")(
-            jnp.concatenate([im1, im2], axis=-1), train)
-        cnet = Conv2d(2 * DIM, 3, 1, 1, name="init_conv")(cnet)
-        net, ctx = cnet[..., :DIM], cnet[..., DIM:]
-
-        head0 = Conv2d(2 * DIM, 3, 1, 1, name="flow_head_0")
-        head2 = Conv2d(6, 3, 1, 1, name="flow_head_2")
-        up0 = Conv2d(2 * DIM, 3, 1, 1, name="upsample_weight_0")
-        up2 = Conv2d(64 * 9, 1, 1, 0, name="upsample_weight_2")
-
-        def heads(net):
-            out = head2(nn.relu(head0(net)))
-            return out[..., :2], out[..., 2:], 0.25 * up2(nn.relu(up0(net)))
+        net, ctx = context(blocks, self.freeze_bn, im1, im2, train)
+        heads = Heads()
 
         def upsample(flow_8x, info_8x, mask):
-            # one convex combination for both: flow x8, info unscaled (/8 then x8 is exact)
-            up = geometry.convex_upsample(jnp.concatenate([flow_8x, info_8x / 8], -1), mask, 8)
-            return padder.unpad(up[..., :2]), padder.unpad(up[..., 2:])
+            return upsample_outputs(padder, flow_8x, info_8x, mask)
 
         flow_8x, info_8x, mask = heads(net)
         warm = [v for v in (state_init, flow_init) if v is not None]
@@ -297,13 +368,8 @@ class SEARAFT(nn.Module):
             infos.append(iu)
 
         if n_iters > 0:
-            fnet = ResNetFPN(blocks, 2 * DIM, self.freeze_bn, name="fnet")
-            if train and not self.freeze_bn:  # batch statistics per image, as the official code
-                fmap1, fmap2 = fnet(im1, train), fnet(im2, train)
-            else:
-                fmaps = fnet(jnp.concatenate([im1, im2], axis=0), train)
-                fmap1, fmap2 = fmaps[:b], fmaps[b:]
-            corr_state = build_corr(fmap1, fmap2, kind=self.corr, num_levels=self.corr_levels)
+            corr_state = correlation(blocks, self.freeze_bn, im1, im2, train, self.corr,
+                                     self.corr_levels)
             update = UpdateBlock(self.num_blocks, name="update_block")
             grid = geometry.coords_grid(b, h, w)
             for i in range(n_iters):
@@ -317,15 +383,9 @@ class SEARAFT(nn.Module):
                     predictions.append(fu)
                     infos.append(iu)
 
-        flow, info = predictions[-1], infos[-1]
-        if s:
-            f = 2.0 ** -s
-            hs, ws = flow.shape[1:3]
-            flow = f * geometry.resize_bilinear(flow, (h0, w0), align_corners=False, scale=f)
-            info = _resize(info, _area_matrix(hs, h0), _area_matrix(ws, w0))
-        out = {"flow": flow, "info": info,
-               "uncertainty": uncertainty_map(info, self.var_min, self.var_max),
-               "flow_low": flow_8x, "state": flow_8x, "stats": {}}
+        out = finish(predictions[-1], infos[-1], image1.shape[1:3],
+                     0 if train else int(self.scale), self.var_min, self.var_max)
+        out.update(flow_low=flow_8x, state=flow_8x, stats={})
         if train:
             out["predictions"] = jnp.stack(predictions)
             out["info_predictions"] = jnp.stack(infos)
