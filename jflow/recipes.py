@@ -316,6 +316,7 @@ def sea_raft_config(arg: str | None) -> ml_collections.ConfigDict:
     c.model.iters = 4
     c.model.eval_iters = SEA_RAFT_EVAL_ITERS[size]
     c.model.scale = 0
+    c.model.init_encoder_from = ""  # torchvision resnet18/34 .pth: the official encoder init
     c.eval.iters = ml_collections.ConfigDict({k: SEA_RAFT_EVAL_ITERS[size]
                                               for k in RAFT_EVAL_ITERS})
     c.eval.warm_start = False  # the official evaluation and submission have no warm start
@@ -329,4 +330,21 @@ def sea_raft_config(arg: str | None) -> ml_collections.ConfigDict:
         apply_smoke(c)
         c.data.crop = c.data.synthetic_size = (64, 64)
         c.model.iters = c.model.eval_iters = 2
+    return c
+
+
+def deq_sea_raft_config(arg: str | None) -> ml_collections.ConfigDict:
+    """DEQ SEA-RAFT (jflow's; no published recipe): ``arg`` = ``[S|M|L][,stage=...][,smoke]``.
+
+    SEA-RAFT's config for the size and stage (data, optimiser, mixture loss), with DEQ-RAFT's
+    quick-start solver section (naive, 12 steps, 2 correction states x 1 phantom step; ``smoke``:
+    3 steps) and its evaluation rule ``int(1.5 * f_max_steps)`` steps.
+    """
+    a = parse_arg(arg, stages=SEA_RAFT_STAGE_NAMES, size="S", stage="synthetic", smoke=False)
+    c = sea_raft_config(f"{a.size},stage={a.stage}" + (",smoke" if a.smoke else ""))
+    c.model.name = "deq_sea_raft"
+    c.deq = deq_config("deq_raft", "smoke" if a.smoke else None).deq
+    c.model.iters = c.deq.f_max_steps
+    c.model.eval_iters = int(c.deq.f_max_steps * DEQ_EVAL_FACTOR)
+    c.eval.iters = ml_collections.ConfigDict({k: c.model.eval_iters for k in RAFT_EVAL_ITERS})
     return c

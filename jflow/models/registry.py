@@ -39,7 +39,7 @@ from jflow.models.deq_raft import DEQ_SIZES, DEQRAFT
 from jflow.models.raft import RAFT
 
 MODEL_NAMES = ("raft", "raft_small", "gma", "deq_raft", "deq_gma", "dip", "liteflownet2",
-               "sea_raft")
+               "sea_raft", "deq_sea_raft")
 SIZE_ALIASES = {"tiny": "T", "base": "B", "large": "L", "huge": "H", "gigantic": "G"}
 
 
@@ -53,8 +53,8 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     """A Flax module from ``config.model`` (ConfigDict or dict) and, for DEQ models, ``config.deq``.
 
-    Keys: ``name`` (raft, raft_small, gma, deq_raft, deq_gma); ``size`` (DEQ: T, B, L, H, G, D or
-    tiny/base/large/huge/gigantic); ``iters``, ``eval_iters`` (DEQ: None -> ``int(eval_factor *
+    Keys: ``name`` (one of ``MODEL_NAMES``); ``size`` (DEQ-RAFT/GMA: T, B, L, H, G, D, aliases;
+    (DEQ) SEA-RAFT: S, M, L); ``iters``, ``eval_iters`` (DEQ: None -> ``int(eval_factor *
     deq.f_max_steps)``, ``eval_factor`` 1.5 as deq-flow); ``corr`` (all_pairs | on_the_fly),
     ``corr_levels``, ``corr_radius``; ``mixed_precision``; ``freeze_bn``; ``wnorm`` (DEQ, default
     True); ``all_grad`` (DEQ); ``old_version`` (DEQ v1 flow head); ``gma_mode`` (GMA).
@@ -72,16 +72,25 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     if name == "liteflownet2":
         from jflow.models.liteflownet2 import LiteFlowNet2
         return LiteFlowNet2(variant=str(_get(model_cfg, "variant", "sintel")))
-    if name == "sea_raft":
+    if name in ("sea_raft", "deq_sea_raft"):
         from jflow.models.sea_raft import SEA_RAFT_SIZES, SEARAFT
         size = str(_get(model_cfg, "size", "S")).upper()
         if size not in SEA_RAFT_SIZES:
             raise ValueError(f"config.model.size must be one of {sorted(SEA_RAFT_SIZES)} for "
-                             f"sea_raft, got {size!r}")
+                             f"{name}, got {size!r}")
         if common["mixed_precision"]:
             raise ValueError("config.model.mixed_precision: SEA-RAFT runs in float32 (the "
                              "official code has no mixed precision)")
         eval_iters = _get(model_cfg, "eval_iters")
+        if name == "deq_sea_raft":
+            from jflow.models.deq_sea_raft import DEQSEARAFT
+            return DEQSEARAFT(size=size, deq=_deq(deq_cfg),
+                              eval_iters=None if eval_iters is None else int(eval_iters),
+                              all_grad=bool(_get(model_cfg, "all_grad", False)), corr=corr,
+                              corr_levels=common["corr_levels"],
+                              corr_radius=int(4 if radius is None else radius),
+                              freeze_bn=common["freeze_bn"],
+                              scale=int(_get(model_cfg, "scale", 0)))
         return SEARAFT(size=size, iters=int(_get(model_cfg, "iters", 4)),
                        eval_iters=None if eval_iters is None else int(eval_iters),
                        corr=corr, corr_levels=common["corr_levels"],
@@ -107,7 +116,7 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     if size not in DEQ_SIZES:
         raise ValueError(f"config.model.size must be one of {sorted(DEQ_SIZES)} (or "
                          f"{sorted(SIZE_ALIASES)}), got {size!r}")
-    deq = deq_cfg if isinstance(deq_cfg, DEQConfig) else from_config(deq_cfg)
+    deq = _deq(deq_cfg)
     eval_iters = _get(model_cfg, "eval_iters")
     if eval_iters is None:
         eval_iters = int(float(_get(model_cfg, "eval_factor", 1.5)) * deq.f_max_steps)
@@ -118,7 +127,11 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                    wnorm=bool(_get(model_cfg, "wnorm", True)), **common)
 
 
-DEQ_MODELS = ("deq_raft", "deq_gma")
+def _deq(deq_cfg: Any) -> DEQConfig:
+    return deq_cfg if isinstance(deq_cfg, DEQConfig) else from_config(deq_cfg)
+
+
+DEQ_MODELS = ("deq_raft", "deq_gma", "deq_sea_raft")
 
 
 def is_deq(config: Any) -> bool:

@@ -1,0 +1,118 @@
+"""DEQ SEA-RAFT: config and registry, SEA-RAFT's parameters, equivalence of the naive solver with
+SEA-RAFT's unrolled loop, warm start from the fixed point, and training through the trainer."""
+import jax
+import numpy as np
+import pytest
+
+from configs_for_tests import load_config_module
+from jflow.deq import DEQConfig
+from jflow.models import build_model, is_deq, model_from_config, random_variables
+from jflow.models import variable_shapes
+
+
+def get_config(arg=None):
+    return load_config_module("deq_sea_raft").get_config(arg)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    rng = np.random.default_rng(0)
+    im1 = rng.uniform(0, 255, (1, 60, 68, 3)).astype(np.float32)  # not multiples of 8
+    return im1, np.roll(im1, (2, 3), axis=(1, 2))
+
+
+@pytest.fixture(scope="module")
+def sea_raft():
+    model = build_model({"name": "sea_raft", "size": "S"})
+    return model, random_variables(model, seed=0)
+
+
+def test_config_registry_and_sea_raft_parameters():
+    c = get_config("S,smoke")
+    assert c.model.name == "deq_sea_raft" and is_deq(c) and c.train.loss == "mixture_laplace"
+    assert (c.deq.f_max_steps, c.deq.n_states, c.model.iters) == (3, 2, 3)
+    c = get_config("M")
+    assert (c.model.size, c.deq.solver, c.deq.f_max_steps, c.model.eval_iters) == ("M", "naive",
+                                                                                    12, 18)
+    assert set(c.eval.iters.values()) == {18}
+    c = get_config("S,stage=chairs")  # SEA-RAFT's stage table, DEQ solver settings
+    assert (c.train.lr, c.train.batch_size, tuple(c.data.crop), c.deq.n_states) == (
+        2.5e-4, 16, (368, 496), 2)
+    model = model_from_config(c)
+    assert model.deq == DEQConfig(**{k: v for k, v in c.deq.items()}) and model.eval_iters == 18
+    shapes = lambda m: jax.tree.map(lambda s: s.shape, variable_shapes(m))  # noqa: E731
+    # the same variables as SEA-RAFT, under the same names: SEA-RAFT weights load as they are
+    assert shapes(model) == shapes(build_model({"name": "sea_raft", "size": "S"}))
+    with pytest.raises(ValueError, match="size"):
+        build_model({"name": "deq_sea_raft", "size": "T"})
+    with pytest.raises(ValueError, match="size"):
+        get_config("H")
+
+
+def test_naive_solver_reproduces_sea_raft_iterations(sea_raft, pair):
+    """Picard iteration of the DEQ operator from SEA-RAFT's start is SEA-RAFT's loop: ``last``
+    returns the iterate evaluated at step n + 1, f^n(z0)."""
+    model, variables = sea_raft
+    n = 3
+    ref = model.apply(variables, *pair, iters=n)
+    cfg = DEQConfig(solver="naive", f_max_steps=n + 1, f_tol=0.0, return_rule="last")
+    deq = build_model({"name": "deq_sea_raft", "size": "S"}, cfg)
+    out = deq.apply(variables, *pair, iters=n + 1)
+    assert out["flow"].shape == (1, 60, 68, 2) and out["info"].shape == (1, 60, 68, 4)
+    assert out["state"]["h"].shape == (1, 8, 9, 128) and int(out["stats"]["nstep"][0]) == n + 1
+    for key in ("flow", "info", "uncertainty", "flow_low"):
+        np.testing.assert_allclose(np.asarray(out[key]), np.asarray(ref[key]), atol=2e-4,
+                                   rtol=1e-4, err_msg=key)
+    # a different number of steps is a different answer (the comparison can fail)
+    other = deq.apply(variables, *pair, iters=n)
+    assert np.abs(np.asarray(other["flow"]) - np.asarray(ref["flow"])).max() > 1e-3
+
+
+def test_warm_start_from_the_state_and_training_outputs(sea_raft, pair):
+    _, variables = sea_raft
+    cfg = DEQConfig(solver="naive", f_max_steps=8, f_tol=0.0, return_rule="last", n_states=2)
+    deq = build_model({"name": "deq_sea_raft", "size": "S"}, cfg)
+    first = deq.apply(variables, *pair, iters=3)  # returns z_2 = f^2(z0)
+    resumed = deq.apply(variables, *pair, iters=3, state_init=first["state"])  # z_4
+    straight = deq.apply(variables, *pair, iters=5)  # z_4
+    for key in ("flow", "flow_low"):
+        np.testing.assert_allclose(np.asarray(resumed[key]), np.asarray(straight[key]),
+                                   atol=2e-4, rtol=1e-4, err_msg=key)
+    assert not np.allclose(np.asarray(first["flow"]), np.asarray(straight["flow"]), atol=1e-3)
+    trace = np.asarray(straight["stats"]["rel_trace"][0])
+    assert trace[-1] < trace[0] / 5  # the iteration contracts at this init
+    with pytest.raises(ValueError, match="state_init"):
+        deq.apply(variables, *pair, state_init=first["state"]["flow"])
+    tr, _ = deq.apply(variables, *pair, train=True, mutable=["batch_stats"])
+    # regressed initial flow + 2 correction states, flow and mixture parameters
+    assert tr["predictions"].shape == (3, 1, 60, 68, 2)
+    assert tr["info_predictions"].shape == (3, 1, 60, 68, 4)
+
+
+def test_smoke_training_and_validation():
+    """``configs/deq_sea_raft.py:S,smoke`` through ``jflow.train`` (``python -m jflow.main``
+    calls ``train_and_evaluate``; its init compile is slow on CPU, so the update runs here on
+    host-filled weights): the loss on the correction states, solver stats, then validation."""
+    from jflow import evaluate, sharding, train
+    from jflow.data import build_source
+    from jflow.data.loader import Loader
+
+    c = get_config("S,smoke")
+    model = model_from_config(c)
+    variables = random_variables(model, seed=0)
+    mesh = sharding.make_mesh(1)
+    state = train.state_from_weights(variables["params"], variables["batch_stats"], c, mesh)
+    update = train.make_update_fn(model, c, mesh)
+    source = build_source("synthetic", None, "train", 0, num_samples=4, height=64, width=64)
+    batches = iter(Loader(source, 2, seed=0, augment=False, crop=(64, 64), shuffle=False,
+                          num_workers=0, drop_meta=True))
+    before = jax.tree.map(np.asarray, state.params["update_block"])
+    for _ in range(2):
+        state, m = update(state, sharding.global_batch(next(batches), mesh))
+        assert np.isfinite(float(m["loss"])) and 1 <= float(m["nstep"]) <= 3
+    moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()),
+                         state.params["update_block"], before)
+    assert max(jax.tree.leaves(moved)) > 0  # the DEQ operator is trained
+    res = evaluate.validate_spec(model, {"params": state.params,
+                                         "batch_stats": state.batch_stats}, c, "synthetic")
+    assert np.isfinite(res.metrics["epe/pooled"])
