@@ -20,6 +20,12 @@ Published stages (jflow/recipes.py SEA_RAFT_STAGES; each initialised from the pr
   spring 120k, 32, 4e-4, 1e-5, 540x960, evaluated at scale -1 (<root>/spring).
   AdamW eps 1e-8, OneCycle linear (steps + 100, 5 % warm-up), clip 1.0, 4 iterations, the
   mixture-of-Laplace loss (config.train.loss = "mixture_laplace"), BatchNorm trained throughout.
+  Augmentation per dataset as the official fetch_dataloader (jflow/recipes.py SEA_RAFT_AUGMENT),
+  written into config.data.train as options, e.g. stage=kitti:
+  ``kitti(scale=-0.2:0.4,flip=0,pad=1)`` (pad: frames shorter than the crop are zero-padded).
+  The official training initialises both encoders from torchvision's ImageNet ResNet-18 (S) /
+  ResNet-34 (M, L); here: ``--config.model.init_encoder_from=resnet18-f37072fd.pth`` (the
+  torchvision file, read without torch) for a run that starts from scratch (the first stage).
 Evaluate: add ``--config.mode=eval --config.eval.checkpoint=DIR`` (4 iterations S/M, 12 L).
 Model fields: ``size``, ``iters`` (training, 4), ``eval_iters``, ``scale`` (evaluation input
 scale exponent: Spring -1), ``freeze_bn``.

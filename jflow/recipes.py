@@ -283,23 +283,56 @@ def liteflownet2_config(arg: str | None) -> ml_collections.ConfigDict:
 # previous one (``--config.train.init_from``). TartanAir and Spring are read by
 # jflow/data/tartanair.py and spring.py (data spec names ``tartanair``, ``spring``).
 SEA_RAFT_STAGE_NAMES = ("synthetic", "tartan", "chairs", "things", "tskh", "kitti", "spring")
-_SR_SINTEL_VAL = ("sintel_clean", "sintel_final")
-SEA_RAFT_STAGES = {
-    "tartan": Stage(300_000, 32, 4e-4, (480, 640), 1e-5, 0.85, "tartanair", _SR_SINTEL_VAL,
-                    False),
-    "chairs": Stage(100_000, 16, 2.5e-4, (368, 496), 1e-4, 0.8, "chairs", ("chairs",), False),
-    "things": Stage(120_000, 32, 4e-4, (432, 960), 1e-5, 0.85, "things_clean+things_final",
-                    _SR_SINTEL_VAL, False),
-    "tskh": Stage(300_000, 32, 4e-4, (432, 960), 1e-5, 0.85,
-                  "20*sintel_clean+20*sintel_final+80*kitti+30*hd1k+things_clean",
-                  _SR_SINTEL_VAL, False),
-    "kitti": Stage(10_000, 16, 1e-4, (432, 960), 1e-5, 0.85, "kitti", ("kitti",), False),
-    "spring": Stage(120_000, 32, 4e-4, (540, 960), 1e-5, 0.85, "spring", ("spring",), False),
+# Official augmentation per stage (core/datasets.py fetch_dataloader, utils/augmentor.py): each
+# dataset is resized by 2^U(s + a, s + b) with the stage's base scale s (config "scale": spring
+# -1, else 0), flipped when ``flip``; TartanAir, KITTI and HD1K use the sparse augmentor, which
+# zero-pads an image smaller than the crop (KITTI's 375 rows at a 432-high crop) instead of
+# scaling it up. Stage -> (s, [(dataset, weight, a, b, flip)]); written into the stage's data
+# spec as options, so the loader applies exactly these.
+SEA_RAFT_AUGMENT = {
+    "tartan": (0, [("tartanair", 1, -0.2, 0.4, True)]),
+    "chairs": (0, [("chairs", 1, -0.1, 1.0, True)]),
+    "things": (0, [("things_clean", 1, -0.4, 0.8, True), ("things_final", 1, -0.4, 0.8, True)]),
+    "tskh": (0, [("sintel_clean", 20, -0.2, 0.6, True), ("sintel_final", 20, -0.2, 0.6, True),
+                 ("kitti", 80, -0.3, 0.5, True), ("hd1k", 30, -0.5, 0.2, True),
+                 ("things_clean", 1, -0.2, 0.6, True)]),
+    "kitti": (0, [("kitti", 1, -0.2, 0.4, False)]),
+    "spring": (-1, [("spring", 1, 0.0, 0.2, True)]),
 }
-# Official augmentation: resize by 2^U(s + a, s + b) (spring: s = -1, (0, 0.2); kitti: no flip);
-# jflow's augmentation keeps its per-dataset RAFT ranges, so this table is documentation only.
-SEA_RAFT_SCALE_RANGES = {"tartan": (-0.2, 0.4), "chairs": (-0.1, 1.0), "things": (-0.4, 0.8),
-                         "tskh": (-0.2, 0.6), "kitti": (-0.2, 0.4), "spring": (0.0, 0.2)}
+SEA_RAFT_SPARSE = ("tartanair", "kitti", "hd1k")
+# The rest of the official augmentor is RAFT's, as jflow.data.augment.Augmentor's defaults: resize
+# probability 0.8, stretch probability 0.8 (dense) by 2^U(-0.2, 0.2), h-flip 0.5, v-flip 0.1
+# (dense), eraser 0.5, asymmetric colour jitter 0.2 (dense), scale clamp (crop + 8) / size
+# (dense) or (crop + 1) / size (sparse).
+SEA_RAFT_AUGMENTOR = dict(spatial_prob=0.8, stretch_prob=0.8, max_stretch=0.2, h_flip_prob=0.5,
+                          v_flip_prob=0.1, eraser_prob=0.5, asymmetric_color_prob=0.2)
+
+
+def sea_raft_train_spec(stage: str) -> str:
+    """The data spec of a SEA-RAFT stage with its augmentation options, e.g.
+    ``kitti(scale=-0.2:0.4,flip=0,pad=1)``."""
+    base, terms = SEA_RAFT_AUGMENT[stage]
+    parts = []
+    for name, weight, a, b, flip in terms:
+        opts = f"scale={base + a:g}:{base + b:g},flip={int(flip)}"
+        opts += ",pad=1" if name in SEA_RAFT_SPARSE else ""
+        parts.append(f"{weight}*{name}({opts})" if weight > 1 else f"{name}({opts})")
+    return "+".join(parts)
+
+
+_SR_SINTEL_VAL = ("sintel_clean", "sintel_final")
+_SR = sea_raft_train_spec
+SEA_RAFT_STAGES = {
+    "tartan": Stage(300_000, 32, 4e-4, (480, 640), 1e-5, 0.85, _SR("tartan"), _SR_SINTEL_VAL,
+                    False),
+    "chairs": Stage(100_000, 16, 2.5e-4, (368, 496), 1e-4, 0.8, _SR("chairs"), ("chairs",),
+                    False),
+    "things": Stage(120_000, 32, 4e-4, (432, 960), 1e-5, 0.85, _SR("things"), _SR_SINTEL_VAL,
+                    False),
+    "tskh": Stage(300_000, 32, 4e-4, (432, 960), 1e-5, 0.85, _SR("tskh"), _SR_SINTEL_VAL, False),
+    "kitti": Stage(10_000, 16, 1e-4, (432, 960), 1e-5, 0.85, _SR("kitti"), ("kitti",), False),
+    "spring": Stage(120_000, 32, 4e-4, (540, 960), 1e-5, 0.85, _SR("spring"), ("spring",), False),
+}
 SEA_RAFT_EVAL_ITERS = {"S": 4, "M": 4, "L": 12}
 
 

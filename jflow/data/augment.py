@@ -8,7 +8,8 @@ h-flip p 0.5 (u -> -u), v-flip p 0.1 (v -> -v) when `do_flip`; uniform crop.
 Sparse (KITTI, HD1K): shared jitter (0.3, 0.3, 0.3, hue 0.3/3.14); no stretch, clamp >=
 `(crop + 1) / size`; valid points are scattered to `round(x * s)` and kept only inside
 `0 < x < W'`, `0 < y < H'`; h-flip only; crop corner `y0 ~ [0, H-ch+20)`, `x0 ~ [-50, W-cw+50)`
-then clipped. Eraser for both: p 0.5, 1-2 boxes with sides in [50, 100) filled with image 2's
+then clipped; with `pad_to_crop` (SEA-RAFT) an image smaller than the crop is first zero-padded
+at the bottom/right (invalid there). Eraser for both: p 0.5, 1-2 boxes with sides in [50, 100) filled with image 2's
 mean colour.
 
 Dense `valid` is resized bilinearly and kept where every contributing pixel was valid, then
@@ -116,6 +117,8 @@ class Augmentor:
 
     def spatial_sparse(self, img1, img2, flow, valid, rng: np.random.Generator):
         ch, cw = self.crop
+        if self.params.pad_to_crop:
+            img1, img2, flow, valid = _pad_to(img1, img2, flow, valid, self.crop)
         ht, wd = img1.shape[:2]
         min_scale = max((ch + 1) / ht, (cw + 1) / wd)
         scale = 2 ** rng.uniform(self.params.min_scale, self.params.max_scale)
@@ -181,6 +184,15 @@ def _at_least(img1, img2, flow, valid, crop, *, sparse: bool):
         flow, valid = resize_sparse_flow(flow, valid, s, s)
         return resize_bilinear(img1, s, s), resize_bilinear(img2, s, s), flow, valid
     return _resize_dense(img1, img2, flow, valid, s, s)
+
+
+def _pad_to(img1, img2, flow, valid, crop):
+    """Zero padding at the bottom/right up to `crop` (SEA-RAFT's sparse augmentor)."""
+    pad_h, pad_w = max(crop[0] - img1.shape[0], 0), max(crop[1] - img1.shape[1], 0)
+    if not (pad_h or pad_w):
+        return img1, img2, flow, valid
+    pad = lambda a: np.pad(a, ((0, pad_h), (0, pad_w)) + ((0, 0),) * (a.ndim - 2))  # noqa: E731
+    return pad(img1), pad(img2), pad(flow), pad(valid)
 
 
 def _crop(img1, img2, flow, valid, y0: int, x0: int, crop):

@@ -9,13 +9,16 @@ class AugmentParams:
     """What the augmentor does to one dataset's samples.
 
     `sparse` selects RAFT's SparseFlowAugmentor (KITTI, HD1K) instead of FlowAugmentor.
-    The scale is `2^U(min_scale, max_scale)`; `do_flip` enables the flips.
+    The scale is `2^U(min_scale, max_scale)`; `do_flip` enables the flips. `pad_to_crop`
+    (sparse only): SEA-RAFT's SparseFlowAugmentor first zero-pads an image smaller than the crop
+    at the bottom/right (flow 0, invalid) instead of scaling it up (KITTI at a 432-high crop).
     """
 
     sparse: bool = False
     min_scale: float = -0.2
     max_scale: float = 0.5
     do_flip: bool = True
+    pad_to_crop: bool = False
 
 
 # RAFT `train.py` / `datasets.fetch_dataloader`, one entry per (dataset, stage) pair.

@@ -10,9 +10,10 @@ Spec DSL (whitespace ignored)::
 
 `weight` (a positive integer, default 1) repeats a dataset as RAFT's `100*sintel_clean` does.
 `things` and `sintel` mean both passes (clean + final). Options for every dataset:
-`scale=MIN:MAX` (log2 scale range) and `flip=0|1` override the augmentation. Options for
-`synthetic`: `n` (samples), `h`, `w` (size), `max_flow`, `layers=MIN:MAX`; they override the
-keyword arguments of `build_source` (`num_samples`, `height`, `width`, ...).
+`scale=MIN:MAX` (log2 scale range), `flip=0|1` and `pad=0|1` (sparse sets: zero-pad an image
+smaller than the crop, as SEA-RAFT does, instead of scaling it up) override the augmentation.
+Options for `synthetic`: `n` (samples), `h`, `w` (size), `max_flow`, `layers=MIN:MAX`; they
+override the keyword arguments of `build_source` (`num_samples`, `height`, `width`, ...).
 
 Augmentation defaults follow RAFT's stages: chairs (-0.1, 1.0, flip), things (-0.4, 0.8, flip),
 sintel (-0.2, 0.6, flip), kitti (-0.2, 0.4, no flip, sparse). In a spec that contains Sintel
@@ -116,9 +117,22 @@ def _params(term: Term, sintel_stage: bool) -> P.AugmentParams:
     if "scale" in opts:
         lo, hi = _pair(opts.pop("scale"), "scale")
         params = dataclasses.replace(params, min_scale=lo, max_scale=hi)
-    if "flip" in opts:
-        params = dataclasses.replace(params, do_flip=opts.pop("flip") not in ("0", "false", "no"))
+    for key, field in (("flip", "do_flip"), ("pad", "pad_to_crop")):
+        if key in opts:
+            params = dataclasses.replace(params, **{field: opts.pop(key) not in ("0", "false",
+                                                                                 "no")})
     return params
+
+
+def _sintel_stage(terms: list[Term]) -> bool:
+    return any(t.name.startswith("sintel") for t in terms) and len(terms) > 1
+
+
+def spec_augmentation(spec: str) -> list[tuple[int, str, P.AugmentParams]]:
+    """``(weight, name, AugmentParams)`` of every term of ``spec``: the augmentation
+    :func:`build_source` gives its samples (no files are read)."""
+    terms = parse_spec(spec)
+    return [(t.weight, t.name, _params(t, _sintel_stage(terms))) for t in terms]
 
 
 def dataset_root(root: str | Mapping[str, str] | None, family: str) -> str:
@@ -134,7 +148,7 @@ def dataset_root(root: str | Mapping[str, str] | None, family: str) -> str:
 def _build_term(term: Term, root, split: str, seed: int, sintel_stage: bool,
                 skip_corrupt: bool, synthetic_kwargs: dict) -> list[Any]:
     params = _params(term, sintel_stage)
-    opts = {k: v for k, v in term.options.items() if k not in ("scale", "flip")}
+    opts = {k: v for k, v in term.options.items() if k not in ("scale", "flip", "pad")}
     if term.name == "synthetic":
         kw = {**SYNTHETIC_DEFAULTS, **synthetic_kwargs}
         names = {"n": "num_samples", "h": "height", "w": "width", "max_flow": "max_flow"}
@@ -183,7 +197,7 @@ def build_source(spec: str, root: str | Mapping[str, str] | None = None, split: 
     if split not in ("train", "val", "test"):
         raise ValueError(f"build_source: split must be train, val or test, got {split!r}")
     terms = parse_spec(spec)
-    sintel_stage = any(t.name.startswith("sintel") for t in terms) and len(terms) > 1
+    sintel_stage = _sintel_stage(terms)
     parts = []
     for term in terms:
         for ds in _build_term(term, root, split, seed, sintel_stage, skip_corrupt,
