@@ -99,3 +99,23 @@ def test_bad_kind_and_shapes_raise(fmaps):
         build_corr(f1, f2, kind="sparse")
     with pytest.raises(ValueError, match="fmap1 and fmap2"):
         build_corr(f1, f2[:, :4])
+
+
+def test_all_pairs_window_near_and_beyond_the_borders():
+    """A map larger than the (2r+2)^2 window: windows clamped at every border, points far outside
+    (all zeros) and inside, against the float64 reference."""
+    rng = np.random.default_rng(1)
+    f1 = jnp.asarray(rng.normal(size=(1, 14, 18, 8)), jnp.float32)
+    f2 = jnp.asarray(rng.normal(size=(1, 14, 18, 8)), jnp.float32)
+    grid = jnp.stack(jnp.meshgrid(jnp.arange(18.0), jnp.arange(14.0), indexing="xy"), -1)[None]
+    shift = np.zeros((1, 14, 18, 2), np.float32)
+    shift[0, :4] = (-9.5, 3.25)     # left of the map, partly and wholly
+    shift[0, 4:8] = (12.7, -0.4)    # right of it
+    shift[0, 8:11] = (0.3, -15.0)   # above
+    shift[0, 11:] = (-0.6, 2.9)     # near the bottom border, inside
+    coords = grid + jnp.asarray(shift)
+    got = jax.jit(lambda a, b, c: lookup(build_corr(a, b, num_levels=2), c, radius=2))(
+        f1, f2, coords)
+    ref = reference_lookup(f1, f2, coords, 2, 2)
+    assert np.abs(ref[0, :4, :3]).max() == 0 and np.abs(ref).max() > 1  # both cases occur
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-4)

@@ -11,6 +11,10 @@ scaled by ``1/sqrt(C)``. Channel ``(ox + r) * (2r + 1) + (oy + r)`` (x-offset-ma
   per lookup dots ``fmap1`` with ``fmap2`` at the integer positions around each sampling point,
   then applies the bilinear weights (bilinear sampling is linear too): O(HW * C) memory.
 
+The all-pairs lookup reads one (2r+2)^2 window per point and level and applies the bilinear
+weights as small matrix products (``_window_level``), rather than gathering 4 corners for each of
+the (2r+1)^2 offsets.
+
 A correlation "state" is a dict of arrays with a leading batch axis, so it can travel inside the
 DEQ input ``x``: ``{"pyramid": [..]}`` or ``{"fmap1": .., "fmap2": [..]}``.
 """
@@ -82,8 +86,12 @@ def lookup(corr: dict, coords: Array, radius: int = 4) -> jax.Array:
             if h2 == 0 or w2 == 0:  # pooled away (map < 2^l): every corner is padding
                 out.append(jnp.zeros((b, h, w, k * k), jnp.float32))
                 continue
-            pts = coords.reshape(b * h * w, 1, 1, 2) / 2**lvl + delta  # (BHW, k, k, 2)
-            s = bilinear_sample(vol.reshape(b * h * w, h2, w2, 1), pts)
+            flat = vol.reshape(b * h * w, h2, w2)
+            pts = coords.reshape(b * h * w, 2) / 2**lvl
+            if all(isinstance(d, int) for d in (h2, w2)):
+                s = _window_level(flat, pts, radius)
+            else:  # symbolic sizes (jax.export): per-point gathers need no static window
+                s = bilinear_sample(flat[..., None], pts[:, None, None] + delta)
             out.append(s.reshape(b, h, w, k * k))
     else:
         for lvl, f2 in enumerate(corr["fmap2"]):
@@ -93,6 +101,37 @@ def lookup(corr: dict, coords: Array, radius: int = 4) -> jax.Array:
             out.append(_on_the_fly_level(corr["fmap1"], f2, coords / 2**lvl, radius))
     return jnp.concatenate(out, axis=-1)
 
+
+def _window_level(vol: Array, pts: Array, radius: int) -> jax.Array:
+    """One all-pairs level: ``vol`` (P, h2, w2) sampled around ``pts`` (P, 2) -> (P, (2r+1)^2).
+
+    Every offset shares the fractional part of ``pts``, so one (2r+2)^2 window per point (one
+    batched ``dynamic_slice``, its start clamped into the map) holds every integer corner. The
+    bilinear weights, the clamp's shift and the zero padding are folded into two small (2r+1) x
+    (2r+2) tap matrices per point (zero where a corner is outside the window, hence outside the
+    map), applied as batched matrix products: no per-corner gathers.
+    """
+    p, h2, w2 = vol.shape
+    k, n = 2 * radius + 1, 2 * radius + 2
+    if h2 < n or w2 < n:  # a coarse level smaller than the window: zeros beyond the map
+        vol = jnp.pad(vol, ((0, 0), (0, max(n - h2, 0)), (0, max(n - w2, 0))))
+        h2, w2 = vol.shape[1:]
+    x0, y0 = jnp.floor(pts[:, 0]), jnp.floor(pts[:, 1])
+    sx, sy = x0.astype(jnp.int32) - radius, y0.astype(jnp.int32) - radius  # window start
+    cx, cy = jnp.clip(sx, 0, w2 - n), jnp.clip(sy, 0, h2 - n)
+    win = jax.vmap(lambda v, y, x: jax.lax.dynamic_slice(v, (y, x), (n, n)))(vol, cy, cx)
+    m = jnp.arange(n)[None, None, :]
+    a = jnp.arange(k)[None, :, None]
+
+    def taps(shift, frac):  # (P, k, n): weight of window index m for offset a
+        rel = m - a - shift[:, None, None]
+        f = frac[:, None, None]
+        return jnp.where(rel == 0, 1 - f, 0.0) + jnp.where(rel == 1, f, 0.0)
+
+    ty = taps(sy - cy, pts[:, 1] - y0)
+    tx = taps(sx - cx, pts[:, 0] - x0)
+    rows = jnp.einsum("piy,pyx->pix", ty, win, precision=_HI)
+    return jnp.einsum("pix,pax->pai", rows, tx, precision=_HI).reshape(p, k * k)  # x-major
 
 def _on_the_fly_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Array:
     """One pyramid level without the volume: (B, H, W, (2r+1)^2).
