@@ -34,3 +34,24 @@ def batch(config, n):
     src = SyntheticFlow(n, h, w, seed=3)
     samples = [src[i] for i in range(n)]
     return {k: np.stack([s[k] for s in samples]) for k in ("image1", "image2", "flow", "valid")}
+
+
+def host_trainer(config, batch_size=2, size=(64, 64)):
+    """``(model, state, update, batches)`` for ``config`` on host-filled random weights (no
+    initialiser to compile): the compiled trainer update and global synthetic batches."""
+    from jflow import sharding, train
+    from jflow.data import build_source
+    from jflow.data.loader import Loader
+    from jflow.models import random_variables
+
+    m = model_from_config(config)
+    variables = random_variables(m, seed=0)
+    mesh = sharding.make_mesh(1)
+    state = train.state_from_weights(variables["params"], variables.get("batch_stats", {}),
+                                     config, mesh)
+    source = build_source("synthetic", None, "train", 0, num_samples=2 * batch_size,
+                          height=size[0], width=size[1])
+    loader = Loader(source, batch_size, seed=0, augment=False, crop=size, shuffle=False,
+                    num_workers=0, drop_meta=True)
+    batches = (sharding.global_batch(b, mesh) for b in loader)
+    return m, state, train.make_update_fn(m, config, mesh), batches

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs_for_tests import load_config_module
+from configs_for_tests import host_trainer, load_config_module
 from jflow.deq import DEQConfig
 from jflow.models import build_model, is_deq, model_from_config, random_variables
 from jflow.models import variable_shapes
@@ -93,22 +93,13 @@ def test_smoke_training_and_validation():
     """``configs/deq_sea_raft.py:S,smoke`` through ``jflow.train`` (``python -m jflow.main``
     calls ``train_and_evaluate``; its init compile is slow on CPU, so the update runs here on
     host-filled weights): the loss on the correction states, solver stats, then validation."""
-    from jflow import evaluate, sharding, train
-    from jflow.data import build_source
-    from jflow.data.loader import Loader
+    from jflow import evaluate
 
     c = get_config("S,smoke")
-    model = model_from_config(c)
-    variables = random_variables(model, seed=0)
-    mesh = sharding.make_mesh(1)
-    state = train.state_from_weights(variables["params"], variables["batch_stats"], c, mesh)
-    update = train.make_update_fn(model, c, mesh)
-    source = build_source("synthetic", None, "train", 0, num_samples=4, height=64, width=64)
-    batches = iter(Loader(source, 2, seed=0, augment=False, crop=(64, 64), shuffle=False,
-                          num_workers=0, drop_meta=True))
-    before = jax.tree.map(np.asarray, state.params["update_block"])
+    model, state, update, batches = host_trainer(c)
+    before = jax.tree.map(np.array, state.params["update_block"])  # copies: donated state
     for _ in range(2):
-        state, m = update(state, sharding.global_batch(next(batches), mesh))
+        state, m = update(state, next(batches))
         assert np.isfinite(float(m["loss"])) and 1 <= float(m["nstep"]) <= 3
     moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()),
                          state.params["update_block"], before)

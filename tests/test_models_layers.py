@@ -83,3 +83,33 @@ def test_instance_norm_matches_numpy():
 def test_make_norm_rejects_unknown_kind():
     with pytest.raises(ValueError, match="norm_fn"):
         make_norm("layer", "n", 8, train=False, freeze_bn=False)
+
+
+def test_conv2d_on_parts_equals_conv_of_their_concatenation():
+    """A tuple input is the channel concatenation (one kernel, same params), summed per part."""
+    rng = np.random.default_rng(3)
+    parts = tuple(jnp.asarray(rng.normal(size=(2, 7, 9, c)), jnp.float32) for c in (3, 5, 2))
+    whole = jnp.concatenate(parts, axis=-1)
+    conv = Conv2d(4, (1, 5), 1, (0, 2))
+    variables = conv.init(jax.random.PRNGKey(0), whole)
+    want = conv.apply(variables, whole)
+    got = conv.apply(variables, parts)
+    assert jax.tree.map(jnp.shape, conv.init(jax.random.PRNGKey(0), parts)) == jax.tree.map(
+        jnp.shape, variables)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+def test_update_block_split_context_is_the_same_function():
+    from jflow.models.update import UpdateBlock
+
+    rng = np.random.default_rng(4)
+    net, inp = (jnp.asarray(rng.normal(size=(1, 6, 8, 16)), jnp.float32) for _ in range(2))
+    corr = jnp.asarray(rng.normal(size=(1, 6, 8, 9)), jnp.float32)
+    flow = jnp.asarray(rng.normal(size=(1, 6, 8, 2)), jnp.float32)
+    kw = dict(hidden_dim=16, motion_dims=(16, 12, 8, 8, 16), flow_head_dim=16)
+    joint, split = UpdateBlock(**kw), UpdateBlock(split_context=True, **kw)
+    variables = joint.init(jax.random.PRNGKey(0), net, inp, corr, flow)
+    a = joint.apply(variables, net, inp, corr, flow)
+    b = split.apply(variables, net, inp, corr, flow)
+    for x, y in zip(a[:2], b[:2]):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-5, atol=1e-5)

@@ -12,7 +12,7 @@ import pytest
 from golden_weights import GOLDEN_DIR, load_golden
 from jflow import convert, geometry, losses
 from jflow.convert import ConversionError
-from jflow.models import build_model, count_params, model_from_config, random_variables
+from jflow.models import build_model, count_params, random_variables
 from jflow.models import variable_shapes
 from jflow.models import sea_raft as sr
 from jflow.torch_pickle import save_torch_state_dict
@@ -199,24 +199,16 @@ def test_smoke_training_steps_and_validation():
     ``predictions`` and ``info_predictions`` in train mode), then validation.
     (Random host-filled weights: compiling the initialisers is slow on CPU; ``python -m
     jflow.main --config=configs/sea_raft.py:S,smoke --workdir=...`` runs the whole loop.)"""
-    from jflow import evaluate, sharding, train
-    from jflow.data import build_source
-    from jflow.data.loader import Loader
+    from configs_for_tests import host_trainer
+    from jflow import evaluate
 
     c = get_config("S,smoke")
     c.model.iters = 1
-    model = model_from_config(c)
-    variables = random_variables(model, seed=0)
-    mesh = sharding.make_mesh(1)
-    state = train.state_from_weights(variables["params"], variables["batch_stats"], c, mesh)
-    update = train.make_update_fn(model, c, mesh)
-    source = build_source("synthetic", None, "train", 0, num_samples=4, height=64, width=64)
-    batches = iter(Loader(source, 2, seed=0, augment=False, crop=(64, 64), shuffle=False,
-                          num_workers=0, drop_meta=True))
+    model, state, update, batches = host_trainer(c)
     seen = []
-    before = np.asarray(variables["batch_stats"]["fnet"]["bn1"]["mean"])
+    before = np.array(state.batch_stats["fnet"]["bn1"]["mean"])  # a copy: the state is donated
     for _ in range(2):
-        state, m = update(state, sharding.global_batch(next(batches), mesh))
+        state, m = update(state, next(batches))
         seen.append(float(m["loss"]))
     assert all(np.isfinite(seen)) and seen[0] > 0
     # BatchNorm is trained: the running statistics moved

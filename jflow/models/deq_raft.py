@@ -26,7 +26,7 @@ from jflow.deq import DEQConfig, deq_fixed_point
 from jflow.models.attention import Attention
 from jflow.models.corr import build_corr, lookup
 from jflow.models.encoders import Encoder, normalize_image
-from jflow.models.raft import check_images, check_low_res, features
+from jflow.models.raft import check_images, check_low_res, check_state, features
 from jflow.models.update import UpdateBlock, mask_head
 
 Array = Any
@@ -135,11 +135,7 @@ class DEQRAFT(nn.Module):
 
         z0 = {"h": jnp.zeros((b, h, w, hdim), jnp.float32), "coords1": coords0}
         if state_init is not None:
-            if not isinstance(state_init, dict) or set(state_init) != {"h", "flow"}:
-                raise ValueError(f"{name}: state_init must be a previous output['state'] dict "
-                                 f"with keys 'h' and 'flow', got {type(state_init).__name__}")
-            check_low_res("state_init['h']", state_init["h"], (b, h, w, hdim), name)
-            check_low_res("state_init['flow']", state_init["flow"], (b, h, w, 2), name)
+            check_state(state_init, {"h": (b, h, w, hdim), "flow": (b, h, w, 2)}, name)
             z0 = {"h": jnp.asarray(state_init["h"], jnp.float32),
                   "coords1": coords0 + state_init["flow"]}
         check_low_res("flow_init", flow_init, (b, h, w, 2), name)

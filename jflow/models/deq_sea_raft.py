@@ -20,7 +20,7 @@ weights). Evaluation runs ``iters``, else ``eval_iters``, else ``deq.f_max_steps
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -29,8 +29,8 @@ import jax.numpy as jnp
 from jflow import geometry
 from jflow.deq import DEQConfig, deq_fixed_point
 from jflow.models.corr import lookup
-from jflow.models.raft import check_low_res
-from jflow.models.sea_raft import (DIM, VAR_MAX, VAR_MIN, Heads, UpdateBlock, check_inputs,
+from jflow.models.raft import check_low_res, check_state
+from jflow.models.sea_raft import (DIM, Heads, SEARAFTFields, UpdateBlock, check_inputs,
                                    context, correlation, finish, flow_head, prepare_pair,
                                    upsample_outputs)
 
@@ -38,36 +38,17 @@ Array = Any
 NAME = "DEQ-SEA-RAFT"
 
 
-class DEQSEARAFT(nn.Module):
-    """DEQ SEA-RAFT; see the module docstring.
+class DEQSEARAFT(SEARAFTFields):
+    """DEQ SEA-RAFT; see the module docstring and :class:`SEARAFTFields`.
 
     Attributes:
-      size: "S" (ResNet-18 stages), "M" or "L" (ResNet-34 stages), as SEA-RAFT.
       deq: solver, gradient and correction options.
       eval_iters: solver steps at evaluation (None: ``deq.f_max_steps``).
       all_grad: keep the gradient through ``flow`` inside ``f``.
-      num_blocks, corr, corr_levels, corr_radius, freeze_bn, scale, var_min, var_max: as
-        ``SEARAFT``.
     """
 
-    # Callers' padding to 8 is a no-op (the model pads itself); the cold start is the regressed
-    # initial state, not zeros.
-    pad_multiple: ClassVar[int] = 8
-    pad_fill: ClassVar[str] = "replicate"
-    zero_init_is_cold_start: ClassVar[bool] = False
-
-    size: str = "S"
     deq: DEQConfig = DEQConfig()
-    eval_iters: int | None = None
     all_grad: bool = False
-    num_blocks: int = 2
-    corr: str = "all_pairs"
-    corr_levels: int = 4
-    corr_radius: int = 4
-    freeze_bn: bool = False
-    scale: int = 0
-    var_min: float = VAR_MIN
-    var_max: float = VAR_MAX
 
     def _step(self, params: Any, z: dict, x: dict) -> dict:
         """The pure update operator handed to ``deq_fixed_point``."""
@@ -96,11 +77,7 @@ class DEQSEARAFT(nn.Module):
         x = {"ctx": ctx, "corr": corr_state, "grid": grid}
         z0 = {"h": net, "flow": flow0}
         if state_init is not None:
-            if not isinstance(state_init, dict) or set(state_init) != {"h", "flow"}:
-                raise ValueError(f"{NAME}: state_init must be a previous output['state'] dict "
-                                 f"with keys 'h' and 'flow', got {type(state_init).__name__}")
-            check_low_res("state_init['h']", state_init["h"], (b, h, w, DIM), NAME)
-            check_low_res("state_init['flow']", state_init["flow"], (b, h, w, 2), NAME)
+            check_state(state_init, {"h": (b, h, w, DIM), "flow": (b, h, w, 2)}, NAME)
             z0 = {"h": jnp.asarray(state_init["h"], jnp.float32),
                   "flow": jnp.asarray(state_init["flow"], jnp.float32)}
         check_low_res("flow_init", flow_init, (b, h, w, 2), NAME)

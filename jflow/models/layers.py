@@ -71,9 +71,14 @@ class Conv2d(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array | Sequence[Array]) -> Array:
+        """``x`` (B, H, W, Cin), or a tuple of arrays standing for their channel concatenation:
+        then each part is convolved with its slice of the kernel and the results are summed
+        (linearity), so that a part repeated across unrolled iterations (RAFT's context
+        features) is computed once by XLA's common-subexpression elimination."""
+        parts = tuple(x) if isinstance(x, (tuple, list)) else (x,)
         kh, kw = _pair(self.kernel_size)
-        cin = x.shape[-1]
+        cin = sum(part.shape[-1] for part in parts)
         fan_in = cin * kh * kw
         shape = (kh, kw, cin, self.features)
         if self.init_mode == "torch":
@@ -87,14 +92,19 @@ class Conv2d(nn.Module):
             kernel = weight_normed_kernel(self, shape, kinit)
         else:
             kernel = self.param("kernel", kinit, shape, jnp.float32)
-        dtype = self.dtype or x.dtype
+        dtype = self.dtype or jnp.result_type(*parts)
         ph, pw = _pair(self.padding)
-        y = jax.lax.conv_general_dilated(
-            x.astype(dtype), kernel.astype(dtype),
-            window_strides=_pair(self.stride),
-            padding=((ph, ph), (pw, pw)),
-            rhs_dilation=_pair(self.dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y, start = 0, 0
+        for part in parts:
+            c = part.shape[-1]
+            k = kernel if len(parts) == 1 else kernel[:, :, start:start + c]
+            y = y + jax.lax.conv_general_dilated(
+                part.astype(dtype), k.astype(dtype),
+                window_strides=_pair(self.stride),
+                padding=((ph, ph), (pw, pw)),
+                rhs_dilation=_pair(self.dilation),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            start += c
         if self.use_bias:
             bias = self.param("bias", torch_uniform_init(fan_in), (self.features,), jnp.float32)
             y = y + bias.astype(dtype)

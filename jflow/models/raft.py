@@ -127,7 +127,7 @@ class RAFT(nn.Module):
         update_block = UpdateBlock(
             hidden_dim=hdim, motion_dims=motion, small=self.small,
             flow_head_dim=128 if self.small else 256, gma=self.gma, mask=not self.small,
-            dtype=dtype, name="update_block")
+            split_context=True, dtype=dtype, name="update_block")
 
         def upsample(flow_low, mask):
             if mask is None:

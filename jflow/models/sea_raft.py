@@ -303,14 +303,13 @@ def finish(flow: Array, info: Array, image_hw: tuple[int, int], scale: int,
     return {"flow": flow, "info": info, "uncertainty": uncertainty_map(info, var_min, var_max)}
 
 
-
-class SEARAFT(nn.Module):
-    """SEA-RAFT; see the module docstring.
+class SEARAFTFields(nn.Module):
+    """The attributes SEA-RAFT and DEQ SEA-RAFT share; no ``__call__``.
 
     Attributes:
       size: "S" (ResNet-18 stages 2,2,2), "M" or "L" (ResNet-34 stages 3,4,6; L = M weights
         evaluated with 12 iterations).
-      iters: updates when training (4, official); ``eval_iters`` None: the size's (4 S/M, 12 L).
+      eval_iters: iterations (solver steps) at evaluation.
       num_blocks: ConvNeXt blocks in the update (2).
       corr: "all_pairs" | "on_the_fly"; ``corr_levels`` 4, ``corr_radius`` 4.
       freeze_bn: BatchNorm on running statistics even when training (official: never frozen).
@@ -318,12 +317,13 @@ class SEARAFT(nn.Module):
       var_min, var_max: the log-scale clamps of the mixture (official 0, 10).
     """
 
+    # Callers' padding to 8 is a no-op (the model pads itself); the regressed initial flow, not
+    # zeros, is the cold start.
     pad_multiple: ClassVar[int] = 8
     pad_fill: ClassVar[str] = "replicate"
     zero_init_is_cold_start: ClassVar[bool] = False
 
     size: str = "S"
-    iters: int = 4
     eval_iters: int | None = None
     num_blocks: int = 2
     corr: str = "all_pairs"
@@ -333,6 +333,16 @@ class SEARAFT(nn.Module):
     scale: int = 0
     var_min: float = VAR_MIN
     var_max: float = VAR_MAX
+
+
+class SEARAFT(SEARAFTFields):
+    """SEA-RAFT; see the module docstring and :class:`SEARAFTFields`.
+
+    Attributes:
+      iters: updates when training (4, official); ``eval_iters`` None: the size's (4 S/M, 12 L).
+    """
+
+    iters: int = 4
 
     @nn.compact
     def __call__(self, image1: Array, image2: Array, *, train: bool = False,

@@ -45,12 +45,20 @@ class MotionEncoder(nn.Module):
         return jnp.concatenate([out, flow.astype(out.dtype)], axis=-1)
 
 
-def _gru_step(h: Array, x: Array, convs: Sequence[Callable[[Array], Array]]) -> Array:
+def _gru_step(h: Array, x: Array | tuple, convs: Sequence[Callable[[Array], Array]]) -> Array:
+    """One ConvGRU step; ``x`` an array, or a tuple of parts (its channel concatenation) that the
+    convs take part by part (``Conv2d``)."""
     convz, convr, convq = convs
-    hx = jnp.concatenate([h.astype(x.dtype), x], axis=-1)
+    if isinstance(x, tuple):
+        def cat(a):
+            return (a.astype(x[0].dtype),) + x
+    else:
+        def cat(a):
+            return jnp.concatenate([a.astype(x.dtype), x], axis=-1)
+    hx = cat(h)
     z = nn.sigmoid(convz(hx))
     r = nn.sigmoid(convr(hx))
-    q = jnp.tanh(convq(jnp.concatenate([(r * h).astype(x.dtype), x], axis=-1)))
+    q = jnp.tanh(convq(cat(r * h)))
     return (1 - z) * h + z * q
 
 
@@ -136,6 +144,8 @@ class UpdateBlock(nn.Module):
       gma_name: ``aggregator`` (GMA) or ``gma`` (DEQ-GMA).
       mask: include the mask head (RAFT/GMA; DEQ models apply it outside).
       wnorm: weight-normalise every conv (DEQ ``--wnorm``).
+      split_context: the GRU convolves the context ``inp`` apart from the rest of its input
+        (same result up to rounding): in an unrolled loop (RAFT) XLA computes that part once.
     """
 
     hidden_dim: int = 128
@@ -148,6 +158,7 @@ class UpdateBlock(nn.Module):
     gma_name: str = "aggregator"
     mask: bool = False
     wnorm: bool = False
+    split_context: bool = False
     dtype: Any = None
 
     @nn.compact
@@ -162,9 +173,11 @@ class UpdateBlock(nn.Module):
                 raise ValueError("UpdateBlock(gma=True) needs the attention weights `attn`")
             cat = self.motion_dims[-1]
             glob = Aggregate(cat, 1, name=self.gma_name, **opts)(attn, motion)
-            x = jnp.concatenate([inp, motion, glob.astype(motion.dtype)], axis=-1)
+            x = (inp, motion, glob.astype(motion.dtype))
         else:
-            x = jnp.concatenate([inp, motion], axis=-1)
+            x = (inp, motion)
+        if not self.split_context:
+            x = jnp.concatenate(x, axis=-1)
         layout = self.gru_layout or ("conv" if self.small else "sep")
         for i in range(self.num_grus):
             net = ConvGRU(self.hidden_dim, layout, name="gru" if i == 0 else f"gru{i + 1}",
