@@ -49,6 +49,17 @@ def check_low_res(name: str, value: Array | None, shape: tuple, model: str) -> N
                          f"got {tuple(np.shape(value))}")
 
 
+def check_state(state_init: Any, shapes: dict[str, tuple], model: str) -> None:
+    """A DEQ model's ``state_init``: a previous ``output["state"]`` dict with exactly the keys of
+    ``shapes`` and those (1/8-resolution) shapes."""
+    if not isinstance(state_init, dict) or set(state_init) != set(shapes):
+        keys = " and ".join(repr(k) for k in shapes)
+        raise ValueError(f"{model}: state_init must be a previous output['state'] dict with keys "
+                         f"{keys}, got {type(state_init).__name__}")
+    for key, shape in shapes.items():
+        check_low_res(f"state_init[{key!r}]", state_init[key], shape, model)
+
+
 def features(fnet: nn.Module, image1: Array, image2: Array, train: bool) -> tuple[Array, Array]:
     """Runs ``fnet`` on both images at once (batch concat, as the original) -> float32 fmaps."""
     b = image1.shape[0]
