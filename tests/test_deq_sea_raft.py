@@ -107,3 +107,24 @@ def test_smoke_training_and_validation():
     res = evaluate.validate_spec(model, {"params": state.params,
                                          "batch_stats": state.batch_stats}, c, "synthetic")
     assert np.isfinite(res.metrics["epe/pooled"])
+
+
+def test_predict_video_reuses_the_fixed_point_with_uncertainty():
+    """``jflow.predict`` on DEQ SEA-RAFT (random weights): per-pair flow, uncertainty and solver
+    statistics; from the second pair on the solve starts at the previous fixed point."""
+    from jflow.predict import FlowPredictor
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (72, 80, 3)).astype(np.uint8)
+    frames = [np.roll(base, (k, 2 * k), axis=(0, 1)) for k in range(3)]
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        pred = FlowPredictor.from_config(get_config("S,smoke"), None, iters=3)
+    assert pred.deq and pred.outputs_uncertainty
+    reused = list(pred.predict_video(frames))
+    cold = list(pred.predict_video(frames, reuse=False))
+    assert [r["reset"] for r in reused] == [True, False]
+    for out in reused:
+        assert out["flow"].shape == (72, 80, 2) and out["uncertainty"].shape == (72, 80)
+        assert 1 <= out["stats"]["nstep"] <= 3 and np.isfinite(out["stats"]["rel_lowest"])
+    np.testing.assert_allclose(reused[0]["flow"], cold[0]["flow"], atol=1e-5)
+    assert np.abs(reused[1]["flow"] - cold[1]["flow"]).max() > 1e-4
