@@ -100,7 +100,7 @@ class DEQRAFT(nn.Module):
             hidden_dim=dims.hdim, motion_dims=dims.motion, gru_layout=dims.gru_layout,
             num_grus=dims.num_grus,
             flow_head_dim=min(256, 2 * cat) if self.old_version else 2 * cat,
-            gma=self.gma, gma_name="gma", mask=False, wnorm=self.wnorm,
+            gma=self.gma, gma_name="gma", mask=False, wnorm=self.wnorm, split_context=True,
             dtype=jnp.bfloat16 if self.mixed_precision else None, **kw)
 
     def _step(self, params: Any, z: dict, x: dict) -> dict:
