@@ -216,11 +216,27 @@ def main(argv) -> None:
 
     del argv
     f = flags.FLAGS
+    if f.format == "onnx":
+        from jflow.export_onnx import INSTALL_HINT, onnx_available
+
+        if f.mode != "infer":
+            raise InputError("jflow.benchmark: --format=onnx times inference only (--mode=infer)")
+        if not onnx_available():
+            raise InputError(f"jflow.benchmark: {INSTALL_HINT}")
     record = benchmark(f.config, f.height, f.width, batch=f.batch, iters=f.iters, mode=f.mode,
                        repeats=f.repeats, seed=f.seed)
+    if f.format == "onnx":  # the same model, weights and images in onnxruntime
+        from jflow.export_onnx import benchmark_onnx
+
+        record.update(benchmark_onnx(f.config, f.height, f.width, batch=f.batch, iters=f.iters,
+                                     repeats=f.repeats, seed=f.seed))
     print(format_csv([record]), end="")
     print(f"compile {record['compile_s']:.1f} s; XLA memory (MiB): "
           + ", ".join(f"{k} {v:.1f}" for k, v in record["memory_mib"].items()))
+    if "onnx_time_ms" in record:
+        print(f"onnxruntime {record['onnx_time_ms']:.2f} ms (jit {record['time_ms']:.2f} ms); "
+              f"conversion {record['onnx_convert_s']:.1f} s, max |flow diff| "
+              f"{record['onnx_max_abs_diff_px']:.2g} px")
     if f.output:
         os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
         with open(f.output, "w") as fh:
@@ -242,6 +258,8 @@ def _define_flags() -> None:
     flags.DEFINE_enum("mode", "infer", list(MODES), "forward only, or forward + backward")
     flags.DEFINE_integer("repeats", 5, "timed runs (the median is reported)")
     flags.DEFINE_integer("seed", 0, "random weights and images")
+    flags.DEFINE_enum("format", "jit", ["jit", "onnx"], "onnx: also convert the model to ONNX at "
+                      "this size and time it in onnxruntime beside the jit (extra jflow[onnx])")
     flags.DEFINE_string("output", None, "JSON file for the full record")
     flags.mark_flag_as_required("config")
 

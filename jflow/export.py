@@ -15,6 +15,8 @@ fixed at export time. ``--shape`` is a ``jax.export.symbolic_shape`` spec for (B
 default ``"b, h, w"`` is any batch and any size; ``"b, 8*k, 8*l"`` takes multiples of 8 only;
 ``"1, 440, 1024"`` one size.
 
+``--format=onnx`` writes one ``.onnx`` file instead (``jflow.export_onnx``, extra ``jflow[onnx]``).
+
 Running it needs jax only (no jflow model code)::
 
     flow_fn = load_exported("raft_small.jflow.zip")   # or jax.export.deserialize(module.bin)
@@ -34,7 +36,7 @@ import numpy as np
 from jflow.errors import UserError
 
 PyTree = Any
-FORMATS = ("stablehlo",)
+FORMATS = ("stablehlo", "onnx")
 FORMAT_VERSION = 1
 INPUT_DTYPES = ("float32", "uint8")
 DEFAULT_SHAPE = "b, h, w"
@@ -51,32 +53,12 @@ FIXED_SIZE_REASONS = {
     "sea_raft": "SEA-RAFT pads (and rescales, scale != 0) inside the model on concrete sizes, so "
                 "H and W must be concrete; its batch can be symbolic",
 }
-ONNX_MESSAGE = ("--format=onnx is not available yet: jflow exports StableHLO only "
-                "(--format=stablehlo); see the README's Export section")
-
 
 class ExportError(UserError):
     """A model, option or output that cannot be exported (one ``error:`` line in the CLI)."""
 
 
 # ------------------------------------------------------------------------------ graph helpers
-
-def _pad_axis(x, axis: int, size, padded, before, fill: str):
-    """``x`` padded along ``axis`` from ``size`` to ``padded`` with ``before`` leading entries
-    (symbolic sizes allowed: a gather of clipped indices, so 'replicate' is edge padding)."""
-    import jax
-    import jax.numpy as jnp
-
-    idx = jax.lax.iota(jnp.int32, padded) - jnp.asarray(before, jnp.int32)
-    last = jnp.asarray(size, jnp.int32) - 1
-    out = jnp.take(x, jnp.clip(idx, 0, last), axis=axis)
-    if fill == "zeros":
-        inside = (idx >= 0) & (idx <= last)
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        out = jnp.where(inside.reshape(shape), out, jnp.zeros((), out.dtype))
-    return out
-
 
 def _unpad_axis(x, axis: int, size, before):
     import jax
@@ -92,7 +74,7 @@ def inference_function(model, treedef, *, iters: int | None, padding: str = "sin
     import jax
     import jax.numpy as jnp
 
-    from jflow.geometry import pad_amounts
+    from jflow.geometry import pad_amounts, pad_axis
     from jflow.models import input_padding
 
     multiple, fill = input_padding(model)
@@ -104,9 +86,8 @@ def inference_function(model, treedef, *, iters: int | None, padding: str = "sin
         _, h, w, _ = im1.shape
         top, bottom = pad_amounts(h, multiple, centered=padding != "kitti")
         left, right = pad_amounts(w, multiple)
-        hp, wp = h + top + bottom, w + left + right
         if multiple > 1:
-            im1, im2 = [_pad_axis(_pad_axis(x, 1, h, hp, top, fill), 2, w, wp, left, fill)
+            im1, im2 = [pad_axis(pad_axis(x, 1, top, bottom, fill), 2, left, right, fill)
                         for x in (im1, im2)]
         out = model.apply(variables, im1, im2, train=False, iters=iters)
         flow = out["flow"].astype(jnp.float32)
@@ -140,26 +121,31 @@ class ExportedModel:
 
     def save(self, path: str | os.PathLike) -> int:
         """Writes the artifact atomically (nothing half-written on failure); returns its size."""
-        data = self.to_bytes()
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".export-", dir=directory)
-        except OSError as e:
-            raise ExportError(f"--output {path}: cannot write there ({e.strerror or e})") from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> an ordinary file's mode
-            os.replace(tmp, path)
-        except OSError as e:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise ExportError(f"--output {path}: cannot write there ({e.strerror or e})") from None
-        return len(data)
+        return write_atomic(path, self.to_bytes())
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> int:
+    """Writes ``data`` to ``path`` through a temporary file in the same directory (nothing
+    half-written is left on failure); an unwritable place is an :class:`ExportError`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".export-", dir=directory)
+    except OSError as e:
+        raise ExportError(f"--output {path}: cannot write there ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> an ordinary file's mode
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise ExportError(f"--output {path}: cannot write there ({e.strerror or e})") from None
+    return len(data)
 
 
 def _shape_spec(shape: str, model, extra: Sequence[str] = ()) -> tuple[tuple, tuple[str, ...]]:
@@ -196,6 +182,79 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+class PreparedExport:
+    """What every format needs: the model, its flat weights, the symbolic input shape and the
+    inference function (``inference_function``), checked; ``meta`` is the format-independent
+    part of the artifact's metadata."""
+
+    def __init__(self, config, variables: Mapping[str, PyTree], *, iters: int | None,
+                 shape: str, input_dtype: str, padding: str, constraints: Sequence[str],
+                 checkpoint: str | None):
+        import jax
+
+        import jflow
+        from jflow.models import input_padding, is_deq, model_from_config
+
+        if input_dtype not in INPUT_DTYPES:
+            raise ExportError(f"--input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
+        if padding not in ("sintel", "kitti"):
+            raise ExportError(f"--padding must be 'sintel' or 'kitti', got {padding!r}")
+        if iters is not None and iters < 1:
+            raise ExportError(f"--iters must be >= 1, got {iters}")
+        self.model = model_from_config(config)
+        self.name = name = str(config.model.name)
+        variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and
+                     (k == "params" or v)}
+        leaves, self.treedef = jax.tree_util.tree_flatten(variables)
+        self.weights = [np.asarray(x) for x in leaves]
+        self.shape_spec = shape
+        self.dims, self.constraints = _shape_spec(shape, self.model, constraints)
+        if (name == "dip" and str(config.model.get("noise", "")) == "torch"
+                and not all(isinstance(d, int) for d in self.dims)):
+            raise ExportError(
+                f"dip with noise='torch' exports at one size only (--shape={shape!r} is symbolic): "
+                "its evaluation noise is torch's seeded stream generated on the host for each "
+                "(B, H, W); give one size (--shape='1, 448, 1024') or --config.model.noise=jax "
+                "(symbolic b, h, w; a different random initial flow than the official code)")
+        self.input_dtype = input_dtype
+        self.function = inference_function(self.model, self.treedef, iters=iters, padding=padding)
+        multiple, fill = input_padding(self.model)
+        self.meta = {
+            "format_version": FORMAT_VERSION,
+            "jflow_version": jflow.__version__,
+            "jax_version": jax.__version__,
+            "model": name,
+            "deq": bool(is_deq(config)),
+            "iters": iters,
+            "iters_effective": _effective_iters(self.model, config, iters),
+            "shape": ", ".join(str(d) for d in self.dims[:3]),
+            "shape_spec": shape,
+            "constraints": list(self.constraints),
+            "input_dtype": input_dtype,
+            "output": "flow (B, H, W, 2) float32, pixels",
+            "padding": {"multiple": multiple, "fill": fill, "mode": padding},
+            "num_weights": len(self.weights),
+            "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
+            "config": json.loads(config.to_json_best_effort()),
+        }
+
+    def image_spec(self):
+        """The (B, H, W, 3) ``jax.ShapeDtypeStruct`` of either image."""
+        import jax
+        import jax.numpy as jnp
+
+        return jax.ShapeDtypeStruct(self.dims, jnp.dtype(self.input_dtype))
+
+    def shape_error(self, error: BaseException, what: str = "exported") -> ExportError:
+        """The ExportError for a model that needs concrete sizes where the shape is symbolic."""
+        name = self.name
+        return ExportError(
+            f"{name} cannot be {what} with --shape={self.shape_spec!r}: {_first_line(error)} "
+            "(export with sizes given as multiples, e.g. --shape='b, 8*k, 8*l', a bound, e.g. "
+            "--constraints='b <= 16', or one size, e.g. --shape='1, 440, 1024')"
+            + (f"; {FIXED_SIZE_REASONS[name]}" if name in FIXED_SIZE_REASONS else ""))
+
+
 def export_model(config, variables: Mapping[str, PyTree], *, iters: int | None = None,
                  shape: str = DEFAULT_SHAPE, input_dtype: str = "float32",
                  padding: str = "sintel", platforms: Sequence[str] | None = None,
@@ -207,69 +266,23 @@ def export_model(config, variables: Mapping[str, PyTree], *, iters: int | None =
     DEQ evaluation steps, as ``FlowPredictor``); ``shape``: symbolic (B, H, W) spec; ``padding``:
     "sintel" | "kitti" (``InputPadder`` mode); ``platforms``: lowering platforms (default: the
     current backend); ``constraints``: extra symbolic-shape constraints such as ``"b <= 64"``
-    (LiteFlowNet2 picks its correlation implementation by size). Raises :class:`ExportError` for what cannot be exported.
+    (LiteFlowNet2 picks its correlation implementation by size). Raises :class:`ExportError`
+    for what cannot be exported. ``jflow.export_onnx.export_onnx`` takes the same arguments.
     """
     import jax
-    import jax.numpy as jnp
     from jax import export
 
-    import jflow
-    from jflow.models import input_padding, is_deq, model_from_config
-
-    if input_dtype not in INPUT_DTYPES:
-        raise ExportError(f"--input_dtype must be one of {INPUT_DTYPES}, got {input_dtype!r}")
-    if padding not in ("sintel", "kitti"):
-        raise ExportError(f"--padding must be 'sintel' or 'kitti', got {padding!r}")
-    if iters is not None and iters < 1:
-        raise ExportError(f"--iters must be >= 1, got {iters}")
-    model = model_from_config(config)
-    name = str(config.model.name)
-    variables = {k: v for k, v in variables.items() if k in ("params", "batch_stats") and
-                 (k == "params" or v)}
-    leaves, treedef = jax.tree_util.tree_flatten(variables)
-    leaves = [np.asarray(x) for x in leaves]
-    dims, constraints = _shape_spec(shape, model, constraints)
-    if (name == "dip" and str(config.model.get("noise", "")) == "torch"
-            and not all(isinstance(d, int) for d in dims)):
-        raise ExportError(
-            f"dip with noise='torch' exports at one size only (--shape={shape!r} is symbolic): its "
-            "evaluation noise is torch's seeded stream generated on the host for each (B, H, W); "
-            "give one size (--shape='1, 448, 1024') or --config.model.noise=jax (symbolic "
-            "b, h, w; a different random initial flow than the official code)")
-    fn = inference_function(model, treedef, iters=iters, padding=padding)
-    img = jax.ShapeDtypeStruct(dims, jnp.dtype(input_dtype))
-    w_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
+    prep = PreparedExport(config, variables, iters=iters, shape=shape, input_dtype=input_dtype,
+                          padding=padding, constraints=constraints, checkpoint=checkpoint)
+    img = prep.image_spec()
+    w_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in prep.weights]
     kwargs = {} if platforms is None else {"platforms": tuple(platforms)}
     try:
-        exported = export.export(jax.jit(fn), **kwargs)(w_specs, img, img)
+        exported = export.export(jax.jit(prep.function), **kwargs)(w_specs, img, img)
     except _shape_errors() as e:
-        raise ExportError(
-            f"{name} cannot be exported with --shape={shape!r}: {_first_line(e)} (export with "
-            "sizes given as multiples, e.g. --shape='b, 8*k, 8*l', a bound, e.g. "
-            "--constraints='b <= 16', or one size, e.g. --shape='1, 440, 1024')"
-            + (f"; {FIXED_SIZE_REASONS[name]}" if name in FIXED_SIZE_REASONS else "")) from None
-    multiple, fill = input_padding(model)
-    meta = {
-        "format": "stablehlo",
-        "format_version": FORMAT_VERSION,
-        "jflow_version": jflow.__version__,
-        "jax_version": jax.__version__,
-        "model": name,
-        "deq": bool(is_deq(config)),
-        "iters": iters,
-        "iters_effective": _effective_iters(model, config, iters),
-        "shape": ", ".join(str(d) for d in dims[:3]),
-        "shape_spec": shape,
-        "constraints": list(constraints),
-        "input_dtype": input_dtype,
-        "output": "flow (B, H, W, 2) float32, pixels",
-        "padding": {"multiple": multiple, "fill": fill, "mode": padding},
-        "platforms": list(exported.platforms),
-        "num_weights": len(leaves),
-        "checkpoint": None if checkpoint is None else os.fspath(checkpoint),
-        "config": json.loads(config.to_json_best_effort()),
-    }
-    return ExportedModel(exported, leaves, meta)
+        raise prep.shape_error(e) from None
+    meta = {"format": "stablehlo", **prep.meta, "platforms": list(exported.platforms)}
+    return ExportedModel(exported, prep.weights, meta)
 
 
 def _shape_errors() -> tuple[type[BaseException], ...]:
@@ -312,6 +325,28 @@ def read_artifact(path: str | os.PathLike) -> tuple[bytes, list[np.ndarray], dic
     return module, weights, meta
 
 
+def artifact_inputs(image1, image2, meta: Mapping[str, Any]) -> tuple[list[np.ndarray], bool]:
+    """``([image1, image2], single)``: both as (B, H, W, 3) arrays of the artifact's input dtype
+    (a single pair (H, W, 3) gets a batch axis, ``single``); an ExportError for float images
+    given to a uint8 artifact or for two shapes that are not one RGB shape."""
+    dtype = np.dtype(meta.get("input_dtype", "float32"))
+    single = np.ndim(image1) == 3
+    ims = []
+    for what, im in (("image1", image1), ("image2", image2)):
+        im = np.asarray(im)
+        if single:
+            im = im[None]
+        if im.dtype != dtype:
+            if dtype == np.uint8:
+                raise ExportError(f"{what}: this artifact takes uint8 images, got {im.dtype}")
+            im = im.astype(dtype)
+        ims.append(im)
+    if ims[0].shape != ims[1].shape or ims[0].ndim != 4 or ims[0].shape[-1] != 3:
+        raise ExportError(f"image1 {tuple(ims[0].shape)} and image2 {tuple(ims[1].shape)}: "
+                          "expected two RGB images of one shape (B, H, W, 3) or (H, W, 3)")
+    return ims, single
+
+
 class LoadedFlowModel:
     """Callable ``(image1, image2) -> flow`` of an artifact, with plain JAX
     (``jax.export.deserialize``); ``meta`` holds the artifact's metadata."""
@@ -327,23 +362,7 @@ class LoadedFlowModel:
 
     def __call__(self, image1, image2):
         """Flow (B, H, W, 2) for images (B, H, W, 3) (or one pair (H, W, 3) -> (H, W, 2))."""
-        import jax.numpy as jnp
-
-        dtype = jnp.dtype(self.meta.get("input_dtype", "float32"))
-        single = np.ndim(image1) == 3
-        ims = []
-        for what, im in (("image1", image1), ("image2", image2)):
-            im = jnp.asarray(im)
-            if single:
-                im = im[None]
-            if im.dtype != dtype:
-                if dtype == jnp.uint8:
-                    raise ExportError(f"{what}: this artifact takes uint8 images, got {im.dtype}")
-                im = im.astype(dtype)
-            ims.append(im)
-        if ims[0].shape != ims[1].shape or ims[0].ndim != 4 or ims[0].shape[-1] != 3:
-            raise ExportError(f"image1 {tuple(ims[0].shape)} and image2 {tuple(ims[1].shape)}: "
-                              "expected two RGB images of one shape (B, H, W, 3) or (H, W, 3)")
+        ims, single = artifact_inputs(image1, image2, self.meta)
         try:
             flow = self._call(self.weights, *ims)
         except ValueError as e:  # jax.export's shape check: say what the artifact takes
@@ -374,8 +393,6 @@ def main(argv) -> None:
     cli_logging()
     f = flags.FLAGS
     fmt = f.format.lower()
-    if fmt == "onnx":
-        raise ExportError(ONNX_MESSAGE)
     if fmt not in FORMATS:
         raise ExportError(f"--format {f.format!r}: unknown format (use one of {', '.join(FORMATS)})")
     if f.input_dtype not in INPUT_DTYPES:
@@ -387,6 +404,14 @@ def main(argv) -> None:
         raise ExportError(f"--output {f.output}: is a directory (give a file name)")
     if os.path.isdir(out_dir) and not os.access(out_dir, os.W_OK):
         raise ExportError(f"--output {f.output}: directory {out_dir} is not writable")
+    if fmt == "onnx":
+        if f.platforms:
+            raise ExportError("--platforms applies to --format=stablehlo only (an ONNX graph "
+                              "runs wherever onnxruntime does)")
+        from jflow.export_onnx import INSTALL_HINT, onnx_available
+
+        if not onnx_available():
+            raise ExportError(INSTALL_HINT)
     config = f.config
     from jflow.models import model_from_config, random_variables
 
@@ -400,14 +425,22 @@ def main(argv) -> None:
         from jflow.predict import load_variables
 
         variables = load_variables(f.checkpoint, model, config)
-    artifact = export_model(config, variables, iters=f.iters, shape=f.shape,
-                            input_dtype=f.input_dtype, padding=f.padding,
-                            platforms=f.platforms or None, constraints=f.constraints or (),
-                            checkpoint=f.checkpoint)
+    options = dict(iters=f.iters, shape=f.shape, input_dtype=f.input_dtype, padding=f.padding,
+                   constraints=f.constraints or (), checkpoint=f.checkpoint)
+    if fmt == "onnx":
+        from jflow.export_onnx import export_onnx
+
+        artifact = export_onnx(config, variables, **options)
+        where = (f"onnx opset {artifact.meta['opset']}, onnxruntime check at "
+                 f"{tuple(artifact.meta['verified']['shape'])}: max |flow diff| "
+                 f"{artifact.meta['verified']['max_abs_diff_px']:.2g} px")
+    else:
+        artifact = export_model(config, variables, platforms=f.platforms or None, **options)
+        where = f"platforms {','.join(artifact.meta['platforms'])}"
     size = artifact.save(f.output)
     m = artifact.meta
     print(f"wrote {f.output} ({size / 1024:,.0f} KiB): {m['model']}, input ({m['shape']}, 3) "
-          f"{m['input_dtype']}, iters {m['iters_effective']}, platforms {','.join(m['platforms'])}")
+          f"{m['input_dtype']}, iters {m['iters_effective']}, {where}")
 
 
 def _define_flags() -> None:
@@ -418,7 +451,8 @@ def _define_flags() -> None:
                                     lock_config=False)
     flags.DEFINE_string("checkpoint", None, "jflow checkpoint directory (training or convert); "
                         "without it the weights are random")
-    flags.DEFINE_string("format", "stablehlo", "export format: stablehlo (onnx: not yet)")
+    flags.DEFINE_string("format", "stablehlo", "export format: stablehlo (jax.export zip) or onnx "
+                        "(a .onnx file; needs the extra jflow[onnx])")
     flags.DEFINE_string("output", None, "artifact file (a zip: module.bin, weights.npz, meta.json)")
     flags.DEFINE_integer("iters", None, "update iterations (recurrent) / solver max steps (DEQ), "
                          "fixed in the artifact; default: the config's evaluation value")

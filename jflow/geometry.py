@@ -127,6 +127,22 @@ def pad_amounts(size, multiple: int, centered: bool = True):
     return before, pad - before
 
 
+def pad_axis(x: Array, axis: int, before, after, fill: str = "replicate") -> Array:
+    """``x`` padded along ``axis`` by ``before`` / ``after`` entries, edge-replicated
+    ("replicate") or zero ("zeros"), as one gather of clipped indices: works on ``jax.export``
+    symbolic sizes (``jnp.pad`` needs concrete widths)."""
+    size = x.shape[axis]
+    idx = jax.lax.iota(jnp.int32, size + before + after) - jnp.asarray(before, jnp.int32)
+    last = jnp.asarray(size, jnp.int32) - 1
+    out = jnp.take(x, jnp.clip(idx, 0, last), axis=axis)
+    if fill == "zeros":
+        inside = (idx >= 0) & (idx <= last)
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        out = jnp.where(inside.reshape(shape), out, jnp.zeros((), out.dtype))
+    return out
+
+
 class InputPadder:
     """Pads images so H and W are multiples of ``multiple``; ``unpad`` is the exact inverse.
 

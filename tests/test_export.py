@@ -14,8 +14,10 @@ from jflow.predict import FlowPredictor
 ITERS = 1
 
 
-def _setup(spec):
+def _setup(spec, **model_overrides):
     config = load_config(spec)
+    for k, v in model_overrides.items():
+        config.model[k] = v
     model = model_from_config(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -135,5 +137,36 @@ def test_cli_unknown_format_is_one_error_line(tmp_path):
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 1, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == ["error: --format 'tflite': unknown format (use one of stablehlo)"], lines
+    assert lines == ["error: --format 'tflite': unknown format (use one of stablehlo, onnx)"], lines
     assert not out.exists()
+
+
+def test_onnx_without_the_extra_is_one_export_error(monkeypatch):
+    """CI installs .[dev] only: --format=onnx then names the extra to install."""
+    import sys
+
+    from jflow.export_onnx import export_onnx, onnx_available
+
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)
+    assert not onnx_available()
+    config, _, variables = _setup("raft.py:small,smoke")
+    with pytest.raises(ExportError, match=r"needs the optional extra jflow\[onnx\]"):
+        export_onnx(config, variables, shape="1, 64, 64")
+
+
+def test_cli_onnx_refuses_platforms_in_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "model.onnx"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "jflow.export", "--config=configs/raft.py:small",
+                           "--format=onnx", "--platforms=cpu", f"--output={out}"], env=env,
+                          capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --platforms applies to "
+                                                    "--format=stablehlo only"), lines
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -270,3 +270,14 @@ def test_forward_interpolate_constant_and_griddata():
 def test_forward_interpolate_all_out_of_range():
     flow = np.full((4, 5, 2), 100.0, np.float32)
     np.testing.assert_array_equal(geo.forward_interpolate(flow), np.zeros((4, 5, 2)))
+
+
+def test_pad_axis_is_jnp_pad_edge_or_zeros():
+    x = np.random.default_rng(3).normal(size=(2, 5, 4, 3)).astype(np.float32)
+    for axis, (before, after) in [(1, (2, 3)), (2, (0, 1))]:
+        widths = [(0, 0)] * 4
+        widths[axis] = (before, after)
+        np.testing.assert_array_equal(geo.pad_axis(x, axis, before, after),
+                                      np.pad(x, widths, mode="edge"))
+        np.testing.assert_array_equal(geo.pad_axis(x, axis, before, after, fill="zeros"),
+                                      np.pad(x, widths))
