@@ -211,7 +211,8 @@ def deq_config(name: str, arg: str | None) -> ml_collections.ConfigDict:
     c.deq = ml_collections.ConfigDict(dict(
         solver="naive", f_max_steps=s["f_max_steps"], f_tol=1e-3, f_stop_mode="abs",
         return_rule="official_naive", grad="phantom", phantom_steps=s["phantom_steps"], tau=1.0,
-        b_solver="naive", b_max_steps=40, b_tol=1e-3, core="sliced", n_states=s["n_states"]))
+        b_solver="naive", b_max_steps=40, b_tol=1e-3, core="sliced", n_states=s["n_states"],
+        jac_loss_weight=0.0, jac_loss_samples=1))  # deq-flow has no Jacobian loss wired in
     # deq-flow evaluates with int(f_thres * eval_factor) iterations (v2 H: 40 * 1.5 = 60).
     eval_iters = int(s["f_max_steps"] * DEQ_EVAL_FACTOR)
     c.model.iters = c.deq.f_max_steps

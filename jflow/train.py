@@ -96,6 +96,7 @@ class OptimSpec:
     full_res_weight: float = 0.0
     loss_resize: str = "downsample"
     seed: int = 0  # the model's per-step "noise" stream (DIP's random initial flow)
+    jac_loss_weight: float = 0.0  # DEQ Jacobian regularisation (config.deq.jac_loss_weight)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "OptimSpec":
@@ -106,7 +107,8 @@ class OptimSpec:
                    is_deq(config), str(t.get("loss", "sequence")),
                    tuple(float(x) for x in t.get("level_weights", ())),
                    float(t.get("full_res_weight", 0.0)), str(t.get("loss_resize", "downsample")),
-                   int(config.get("seed", 0)))
+                   int(config.get("seed", 0)),
+                   float((config.get("deq") or {}).get("jac_loss_weight", 0.0)))
 
 
 def make_optimizer(config: ml_collections.ConfigDict
@@ -200,7 +202,8 @@ def make_update_fn(model, config: ml_collections.ConfigDict, mesh: jax.sharding.
 
     The batch holds global arrays sharded over ``data`` (uint8 images are cast here); the
     state is replicated. Metrics: ``loss``, ``epe``, ``1px``/``3px``/``5px``, ``grad_norm``,
-    ``lr`` and, for DEQ models, the batch means of ``nstep``, ``abs_lowest``, ``rel_lowest``.
+    ``lr`` and, for DEQ models, the batch means of ``nstep``, ``abs_lowest``, ``rel_lowest`` (and
+    ``jac_loss``, weighted into ``loss``, when ``config.deq.jac_loss_weight > 0``).
     """
     return _update_fn(model, OptimSpec.from_config(config), mesh)
 
@@ -238,8 +241,10 @@ def _update_fn(model, spec: OptimSpec, mesh: jax.sharding.Mesh) -> Callable:
             raise ValueError(f"config.train.loss must be sequence, mixture_laplace, "
                              f"multilevel_l2 or multilevel_charbonnier, got {spec.loss!r}")
         for k, v in (out.get("stats") or {}).items():
-            if k in ("nstep", "abs_lowest", "rel_lowest"):
+            if k in ("nstep", "abs_lowest", "rel_lowest", "jac_loss"):
                 metrics[k] = jnp.mean(v.astype(jnp.float32))
+        if "jac_loss" in (out.get("stats") or {}):  # DEQ Jacobian regularisation
+            loss = loss + spec.jac_loss_weight * out["stats"]["jac_loss"]
         return loss, (metrics, batch_stats)
 
     def update(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -526,6 +531,8 @@ def _postfix(m: dict[str, float]) -> dict[str, str]:
     if "nstep" in m:
         out["nstep"] = f"{m['nstep']:.1f}"
         out["res"] = f"{m.get('abs_lowest', float('nan')):.2e}"
+    if "jac_loss" in m:
+        out["jac"] = f"{m['jac_loss']:.3f}"
     return out
 
 

@@ -197,3 +197,24 @@ def test_one_workdir_one_trainer_and_a_killed_run_leaves_no_lock(tmp_path):
     child.wait(timeout=30)
     time.sleep(0.1)
     train.lock_workdir(str(tmp_path)).close()
+
+
+def test_jacobian_regularisation_adds_its_weighted_penalty_to_the_loss():
+    """``deq.jac_loss_weight``: the update's loss is the weight-0 loss plus weight x jac_loss,
+    the penalty is positive, and it changes the update (the gradient includes it)."""
+    from jflow import sharding
+    c = _config()
+    mesh = sharding.make_mesh(1)
+    weights = jax.device_get((lambda s: (s.params, s.batch_stats))(
+        train.create_train_state(cft.model(c), c, mesh)))
+    batch = sharding.global_batch(cft.batch(c, c.train.batch_size), mesh)
+    out = {}
+    for w in (0.0, 5.0):
+        c.deq.jac_loss_weight = w
+        state = train.state_from_weights(*weights, c, mesh)
+        new, m = train.make_update_fn(cft.model(c), c, mesh)(state, batch)
+        out[w] = ({k: float(v) for k, v in m.items()}, _leaves(new.params))
+    (m0, p0), (m5, p5) = out[0.0], out[5.0]
+    assert "jac_loss" not in m0 and m5["jac_loss"] > 0
+    np.testing.assert_allclose(m5["loss"] - 5.0 * m5["jac_loss"], m0["loss"], rtol=1e-5)
+    assert any(not np.allclose(a, b) for a, b in zip(p0, p5))

@@ -9,6 +9,7 @@ from jflow.deq import stats as stats_lib
 from jflow.deq.adjoint import BackwardSolve, implicit_step, phantom_steps
 from jflow.deq.config import DEQConfig
 from jflow.deq.correction import indexing_positions, segment_lengths
+from jflow.deq.regularize import jacobian_penalty
 from jflow.deq.solve import solve
 from jflow.deq.solvers import get_solver
 
@@ -24,6 +25,8 @@ def deq_fixed_point(
     *,
     train: bool,
     max_steps: int | None = None,
+    key: jax.Array | None = None,
+    jac_f: Callable[[PyTree, PyTree, PyTree], PyTree] | None = None,
 ) -> tuple[list[PyTree], dict]:
     """Solves ``z = f(params, z, x)`` from ``z0``; returns ``(states, stats)``.
 
@@ -32,7 +35,11 @@ def deq_fixed_point(
     forward solve of ``max_steps`` (default ``cfg.f_max_steps``) steps, ``states = [z*]`` per
     ``cfg.return_rule``, no gradient. ``train=True``: ``cfg.n_states`` states to supervise per
     ``cfg.core`` (see ``jflow.deq.correction``), the last one being the fixed point, with
-    gradients per ``cfg.grad``. ``stats``: see ``jflow.deq.stats`` (sliced segments merged).
+    gradients per ``cfg.grad``. ``stats``: see ``jflow.deq.stats`` (sliced segments merged);
+    with ``cfg.jac_loss_weight > 0`` a training solve adds ``stats["jac_loss"]`` (a differentiable
+    scalar, the Jacobian penalty at the fixed point; ``key`` seeds its probes, default key 0).
+    ``jac_f`` is the map whose Jacobian is penalised when it differs from ``f`` (a model that
+    detaches part of the state inside ``f`` passes the undetached map: the solver iterates it).
     """
     total = int(max_steps or cfg.f_max_steps)
     solver = get_solver(cfg.solver, **dict(cfg.solver_kwargs))
@@ -75,9 +82,15 @@ def deq_fixed_point(
             z = grad_steps(z_star, last=i == n - 1)
             states.append(z)
             seg_stats.append(st)
-        return states, stats_lib.merge(seg_stats)
-    positions = indexing_positions(total, n)
-    z_star, st = run(z0, total, capture=positions[:-1])
-    captured = list(st.pop("states", ()))
-    states = [grad_steps(s, last=False) for s in captured] + [grad_steps(z_star, last=True)]
+        st = stats_lib.merge(seg_stats)
+    else:
+        positions = indexing_positions(total, n)
+        z_star, st = run(z0, total, capture=positions[:-1])
+        captured = list(st.pop("states", ()))
+        states = [grad_steps(s, last=False) for s in captured] + [grad_steps(z_star, last=True)]
+    if cfg.jac_loss_weight > 0:
+        key = jax.random.PRNGKey(0) if key is None else key
+        g = f if jac_f is None else jac_f
+        st["jac_loss"] = jacobian_penalty(lambda z: g(params, z, x), sg(z_star), key,
+                                          cfg.jac_loss_samples)
     return states, st

@@ -59,6 +59,11 @@ class DEQConfig:
     unroll_impl: "scan" or "python", how ``grad="unrolled"`` unrolls (see ``jflow.deq.solve``).
     core, n_states: fixed-point correction ("sliced" or "indexing", see ``jflow.deq.correction``)
         and the number of supervised states.
+    jac_loss_weight, jac_loss_samples: Jacobian regularisation (Bai, Koltun & Kolter, ICML 2021;
+        deq-flow's ``--jac_loss_weight``). When the weight is > 0, a training solve adds
+        ``stats["jac_loss"]``, the differentiable Hutchinson estimate of ``||J||_F^2 / D`` at the
+        fixed point with ``jac_loss_samples`` probes; the trainer adds ``weight * jac_loss`` to
+        the loss. It keeps ``f`` contractive, so solves need fewer steps.
     """
 
     solver: str = "anderson"
@@ -78,6 +83,8 @@ class DEQConfig:
     b_stop_mode: str = "abs"
     core: str = "sliced"
     n_states: int = 1
+    jac_loss_weight: float = 0.0
+    jac_loss_samples: int = 1
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -96,7 +103,9 @@ class DEQConfig:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"DEQConfig.{name}: {getattr(self, name)!r} not in {allowed}")
-        for name in ("f_max_steps", "b_max_steps", "n_states"):
+        if self.jac_loss_weight < 0:
+            raise ValueError(f"DEQConfig.jac_loss_weight: must be >= 0, got {self.jac_loss_weight}")
+        for name in ("f_max_steps", "b_max_steps", "n_states", "jac_loss_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"DEQConfig.{name}: must be >= 1, got {getattr(self, name)}")
         if self.phantom_steps < 0:

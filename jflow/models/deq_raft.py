@@ -15,6 +15,7 @@ frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predi
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
@@ -103,9 +104,11 @@ class DEQRAFT(nn.Module):
             gma=self.gma, gma_name="gma", mask=False, wnorm=self.wnorm, split_context=True,
             dtype=jnp.bfloat16 if self.mixed_precision else None, **kw)
 
-    def _step(self, params: Any, z: dict, x: dict) -> dict:
-        """The pure update operator handed to ``deq_fixed_point``."""
-        c = z["coords1"] if self.all_grad else jax.lax.stop_gradient(z["coords1"])
+    def _step(self, params: Any, z: dict, x: dict, detach: bool = True) -> dict:
+        """The pure update operator handed to ``deq_fixed_point`` (``detach=False``: the
+        gradient through ``coords1`` kept, as the Jacobian penalty needs)."""
+        keep = self.all_grad or not detach
+        c = z["coords1"] if keep else jax.lax.stop_gradient(z["coords1"])
         corr = lookup(x["corr"], c, self.corr_radius)
         block = self._update_block(parent=None)
         h, delta, _ = block.apply({"params": params}, z["h"], x["inp"], corr, c - x["coords0"],
@@ -149,8 +152,12 @@ class DEQRAFT(nn.Module):
         params = self.variables["params"]["update_block"]
 
         steps = iters if iters is not None else (None if train else self.eval_iters)
+        # Jacobian-penalty probes (``deq.jac_loss_weight > 0``) come from the "noise" stream.
+        key = (self.make_rng("noise") if train and self.deq.jac_loss_weight > 0
+               and self.has_rng("noise") else None)
         states, stats = deq_fixed_point(self._step, params, x, z0, self.deq, train=train,
-                                        max_steps=steps)
+                                        max_steps=steps, key=key,
+                                        jac_f=functools.partial(self._step, detach=False))
 
         mask = mask_head(dtype=dtype)
 
