@@ -1,4 +1,5 @@
-"""Line plots drawn with PIL (matplotlib is not a dependency): experiments, notebooks, training."""
+"""Line and bar plots drawn with PIL (matplotlib is not a dependency): experiments, notebooks,
+training."""
 from __future__ import annotations
 
 import math
@@ -130,6 +131,41 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
         lx = w - right + 12
         _dashed(draw, [(lx, ly), (lx + 30, ly)], color, 3, dash)
         draw.text((lx + 38, ly), str(s["label"]), fill="black", font=small, anchor="lm")
+    img.save(path)
+
+
+def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], *, title: str,
+             ylabel: str, reference: float | None = None, size: tuple[int, int] | None = None
+             ) -> None:
+    """Writes a PNG of horizontal bars, one per label (top to bottom), each with its value; an
+    optional dashed vertical line at ``reference`` (e.g. a target)."""
+    w, h = size or (900, 90 + 34 * max(len(labels), 1))
+    left, right, top, bottom = 230, 40, 50, 40
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    font, small = _font(16), _font(13)
+    vals = [float(v) for v in values]
+    hi = max([v for v in vals if math.isfinite(v)] + [reference or 0.0, 1e-9]) * 1.1
+
+    def u(v):
+        return left + v / hi * (w - left - right)
+
+    for xt in _ticks(0.0, hi):
+        draw.line([(u(xt), top), (u(xt), h - bottom)], fill=(230, 230, 230))
+        draw.text((u(xt), h - bottom + 6), _fmt(xt), fill="black", font=small, anchor="mt")
+    step = (h - top - bottom) / max(len(vals), 1)
+    for i, (name, v) in enumerate(zip(labels, vals)):
+        y = top + (i + 0.5) * step
+        draw.text((left - 8, y), str(name), fill="black", font=small, anchor="rm")
+        if math.isfinite(v):
+            draw.rectangle([left, y - 0.35 * step, u(v), y + 0.35 * step],
+                           fill=COLORS[0 if reference is None or v >= reference else 3])
+            draw.text((u(v) + 4, y), f"{v:.2f}", fill="black", font=small, anchor="lm")
+    if reference is not None:
+        _dashed(draw, [(u(reference), top), (u(reference), h - bottom)], (0, 0, 0), 1, (6, 4))
+    draw.rectangle([left, top, w - right, h - bottom], outline="black")
+    draw.text((w / 2, 18), title, fill="black", font=font, anchor="mt")
+    draw.text(((left + w - right) / 2, h - 18), ylabel, fill="black", font=small, anchor="mt")
     img.save(path)
 
 
