@@ -83,10 +83,13 @@ def test_warm_start_from_the_state_and_training_outputs(sea_raft, pair):
     assert trace[-1] < trace[0] / 5  # the iteration contracts at this init
     with pytest.raises(ValueError, match="state_init"):
         deq.apply(variables, *pair, state_init=first["state"]["flow"])
-    tr, _ = deq.apply(variables, *pair, train=True, mutable=["batch_stats"])
+    jac = build_model({"name": "deq_sea_raft", "size": "S"}, cfg.replace(jac_loss_weight=1.0))
+    tr, _ = jac.apply(variables, *pair, train=True, mutable=["batch_stats"],
+                      rngs={"noise": jax.random.PRNGKey(0)})
     # regressed initial flow + 2 correction states, flow and mixture parameters
     assert tr["predictions"].shape == (3, 1, 60, 68, 2)
     assert tr["info_predictions"].shape == (3, 1, 60, 68, 4)
+    assert float(tr["stats"]["jac_loss"]) > 0  # the Jacobian penalty (config.deq)
 
 
 def test_smoke_training_and_validation():

@@ -4,7 +4,8 @@ SEA-RAFT (:mod:`jflow.models.sea_raft`) iterates ``net <- update(net, ctx, corr(
 flow)``, ``flow <- flow + flow_head(net)`` a fixed number of times. Here that map is the DEQ
 operator ``f(params, z, x)`` on ``z = {"h": net (B, h, w, 128), "flow": (B, h, w, 2)}`` (1/8
 resolution), solved by :func:`jflow.deq.deq_fixed_point` with every solver, gradient and
-correction option of ``deq`` (a :class:`jflow.deq.DEQConfig`), as DEQ-RAFT does. ``flow`` is
+correction option of ``deq`` (a :class:`jflow.deq.DEQConfig`, the Jacobian penalty included),
+as DEQ-RAFT does. ``flow`` is
 detached inside ``f`` (SEA-RAFT detaches it every iteration) unless ``all_grad``. The solve
 starts from SEA-RAFT's own start: ``h0`` = the hidden half of ``init_conv``, ``flow0`` = the
 regressed initial flow.
@@ -20,6 +21,7 @@ weights). Evaluation runs ``iters``, else ``eval_iters``, else ``deq.f_max_steps
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -50,9 +52,10 @@ class DEQSEARAFT(SEARAFTFields):
     deq: DEQConfig = DEQConfig()
     all_grad: bool = False
 
-    def _step(self, params: Any, z: dict, x: dict) -> dict:
-        """The pure update operator handed to ``deq_fixed_point``."""
-        flow = z["flow"] if self.all_grad else jax.lax.stop_gradient(z["flow"])
+    def _step(self, params: Any, z: dict, x: dict, detach: bool = True) -> dict:
+        """The pure update operator handed to ``deq_fixed_point`` (``detach=False``: the
+        gradient through ``flow`` kept, as the Jacobian penalty needs)."""
+        flow = z["flow"] if self.all_grad or not detach else jax.lax.stop_gradient(z["flow"])
         corr = lookup(x["corr"], x["grid"] + flow, self.corr_radius)
         h = UpdateBlock(self.num_blocks, parent=None).apply(
             {"params": params["update_block"]}, z["h"], x["ctx"], corr, flow)
@@ -90,8 +93,12 @@ class DEQSEARAFT(SEARAFTFields):
         params = {k: self.variables["params"][k]
                   for k in ("update_block", "flow_head_0", "flow_head_2")}
         steps = iters if iters is not None else (None if train else self.eval_iters)
+        # Jacobian-penalty probes (``deq.jac_loss_weight > 0``) come from the "noise" stream.
+        key = (self.make_rng("noise") if train and self.deq.jac_loss_weight > 0
+               and self.has_rng("noise") else None)
         states, stats = deq_fixed_point(self._step, params, x, z0, self.deq, train=train,
-                                        max_steps=steps)
+                                        max_steps=steps, key=key,
+                                        jac_f=functools.partial(self._step, detach=False))
 
         def decode(z):
             _, info, mask = heads(z["h"])
