@@ -227,3 +227,18 @@ def test_golden_files_record_the_official_run():
         assert set(g.extras) == {"info", "uncertainty"}
         assert all(k.endswith(v.rsplit(".", 1)[1]) and ".downsample.1." in k and ".bn3." in v
                    for k, v in g.aliases.items()) and len(g.aliases) == 20
+
+
+def test_depthwise_conv_equals_grouped_convolution():
+    """The shifted-sum depthwise 7x7 is torch's ``Conv2d(C, C, 7, padding=3, groups=C)``."""
+    from jflow.models.sea_raft import DepthwiseConv
+
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 9, 11, 6)), jnp.float32)
+    layer = DepthwiseConv(7)
+    variables = layer.init(jax.random.PRNGKey(1), x)
+    p = variables["params"]
+    want = jax.lax.conv_general_dilated(
+        x, p["kernel"], (1, 1), ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=6, precision=jax.lax.Precision.HIGHEST) + p["bias"]
+    np.testing.assert_allclose(np.asarray(layer.apply(variables, x)), np.asarray(want),
+                               rtol=1e-5, atol=1e-5)
