@@ -16,8 +16,16 @@ The paper's setting (Bai et al. 2022 compare training memory at the FlyingChairs
     python experiments/memory.py --paper
 
 measures DEQ-RAFT-B (36 naive solver steps, one phantom step, one supervised state; and with
-deq-flow v2's Chairs recipe of 6 correction states) against RAFT with 12 update iterations at
-368x496, batch 1, and merges those rows into the existing results (the step sweep is kept).
+deq-flow v2's Chairs recipe of 6 correction states), each without and with the recomputation
+options (``model.remat_encoder``; ``+ model.remat_states``), against RAFT with 12 update
+iterations at 368x496, batch 1, and merges those rows into the existing results (the step sweep
+is kept).
+
+XLA's CPU compiler schedules for concurrency by default, which keeps recomputed activations
+alive as long as stored ones (a rematerialised step then looks no lighter, or heavier).
+``--scheduler=memory`` (the default here) compiles with
+``--xla_cpu_enable_concurrency_optimized_scheduler=false``, XLA's memory-minimising order, the
+closer stand-in for an accelerator's allocator; ``--scheduler=default`` keeps XLA's CPU default.
 """
 from __future__ import annotations
 
@@ -28,11 +36,15 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+MEMORY_SCHEDULER = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if "--scheduler=default" not in sys.argv:  # XLA reads its flags once, before jax is imported
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {MEMORY_SCHEDULER}".strip()
 
 import jax  # noqa: E402
 
 import common  # noqa: E402
 from jflow import benchmark  # noqa: E402
+from jflow.deq import DEQConfig  # noqa: E402
 from jflow.models import build_model, count_params  # noqa: E402
 
 GRADS = ("phantom", "ift", "unrolled")
@@ -78,9 +90,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--paper", action="store_true",
                    help="only the paper's setting (368x496, DEQ-RAFT-B vs RAFT 12 iterations), "
                         "merged into the existing results")
+    p.add_argument("--scheduler", choices=("memory", "default"), default="memory",
+                   help="XLA CPU scheduling: memory-minimising (default) or XLA's default")
     a = p.parse_args(argv)
     if a.paper:
-        return paper(a.out)
+        return paper(a.out, a.scheduler)
     steps = [int(s) for s in a.steps.split(",")]
     os.makedirs(a.out, exist_ok=True)
 
@@ -100,27 +114,36 @@ def main(argv=None) -> list[dict]:
 
     base = os.path.join(a.out, "memory")
     common.write_results(base, rows, what="XLA temp memory of one training step (forward + "
-                         "backward), CPU buffer assignment, compiled on ShapeDtypeStructs")
+                         "backward), CPU buffer assignment, compiled on ShapeDtypeStructs",
+                         scheduler=a.scheduler)
     plot(rows, base + ".png", f"Training-step memory, {a.height}x{a.width}, batch {a.batch}")
     print(f"wrote {base}.csv, .json, .png")
     return rows
 
 
-def paper(out: str, height: int = 368, width: int = 496) -> list[dict]:
+REMATS = (("", {}), (", remat encoder", {"remat_encoder": True}),
+          (", remat encoder + states", {"remat_encoder": True, "remat_states": True}))
+
+
+def paper_deq(n_states: int, **remat):
+    """DEQ-RAFT-B as ``configs/deq_raft.py:B,stage=chairs`` trains it, with ``n_states``."""
+    deq = DEQConfig(solver="naive", f_max_steps=36, f_stop_mode="abs", return_rule="official_naive",
+                    grad="phantom", phantom_steps=1, b_solver="naive", n_states=n_states)
+    return build_model({"name": "deq_raft", "size": "B", "wnorm": True, **remat}, deq)
+
+
+def paper(out: str, scheduler: str = "memory", height: int = 368, width: int = 496) -> list[dict]:
     """The paper's comparison at the Chairs crop, merged into ``out``/memory.{csv,json}."""
     import json
 
-    settings = [
-        ("paper: deq_raft-B phantom, 1 state", deq_model("B", "phantom", 36), None, 36),
-        ("paper: deq_raft-B phantom, 6 states (v2 chairs)",
-         common.deq_raft("B", solver="naive", f_max_steps=36, grad="phantom", n_states=6,
-                         phantom_steps=1), None, 36),
-        ("paper: raft 12 iterations", build_model({"name": "raft"}), 12, 12),
-    ]
+    settings = [(f"paper: deq_raft-B phantom, {n} state{'s' * (n > 1)}"
+                 f"{' (v2 chairs)' if n == 6 else ''}{label}", paper_deq(n, **remat), None, 36)
+                for n in (1, 6) for label, remat in REMATS]
+    settings.append(("paper: raft 12 iterations", build_model({"name": "raft"}), 12, 12))
     new = []
     for label, model, iters, n in settings:
         row = {"setting": label, "steps": n, "height": height, "width": width, "batch": 1,
-               **measure(model, height, width, 1, iters)}
+               "scheduler": scheduler, **measure(model, height, width, 1, iters)}
         new.append(row)
         print(f"{label:48s}: temp {row['temp_mib']:8.1f} MiB, total {row['total_mib']:8.1f} MiB "
               f"(compile {row['compile_s']} s)", flush=True)
@@ -132,7 +155,8 @@ def paper(out: str, height: int = 368, width: int = 496) -> list[dict]:
     rows = old + new
     common.write_results(base, rows, what="XLA temp memory of one training step (forward + "
                          "backward), CPU buffer assignment, compiled on ShapeDtypeStructs; "
-                         "'paper:' rows at 368x496 (python experiments/memory.py --paper)")
+                         "'paper:' rows at 368x496 (python experiments/memory.py --paper)",
+                         scheduler=scheduler)
     sweep = [r for r in rows if not str(r["setting"]).startswith("paper:")]
     if sweep:
         h, w, b = sweep[0]["height"], sweep[0]["width"], sweep[0]["batch"]

@@ -11,12 +11,23 @@ fixed-point correction loss against zero flow, gradients w.r.t. the parameters) 
 compile time separately, and times the median of ``--repeats`` runs with ``block_until_ready``.
 Memory is XLA's buffer assignment of the compiled program (``memory_analysis()``: temporaries,
 arguments, outputs) and, on accelerators, ``device.memory_stats()['peak_bytes_in_use']``.
+Work: ``gflops`` per call counted on the jaxpr with loops multiplied out (:mod:`jflow.flops`;
+XLA's own ``cost_analysis()`` figure, which counts a loop body once, is kept as ``xla_gflops``),
+the achieved ``gflops_per_s`` and, where the device's float32 peak is known (``PEAK_TFLOPS``) or
+given (``--peak_tflops``), ``peak_fraction``. ``iters`` is always the count that ran (the
+model's default when ``--iters`` is not given; None for models without iterations).
+
+Side by side: ``--compare=SPEC`` (repeatable; ``SPEC`` = ``file.py[:arg] [key=value ...]``, e.g.
+``--compare="deq_raft.py:B,stage=chairs model.remat_encoder=True"``) compiles every config, then
+times them alternately (A B C A B C ... ``--repeats`` rounds, so load changes hit all alike) and
+prints each median with its ratio to the first.
 
 The helpers (:func:`step_fn`, :func:`abstract_inputs`, :func:`compiled_memory`) are shared with
 ``experiments/memory.py``, which compiles on ``ShapeDtypeStruct`` inputs without running.
 """
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -34,8 +45,12 @@ from jflow.errors import InputError
 PyTree = Any
 MIB = float(1 << 20)
 CSV_COLUMNS = ("Model", "Params", "InputH", "InputW", "Batch", "Mode", "Iters", "Time(ms)",
-               "Memory(MiB)")
+               "Memory(MiB)", "GFLOPs", "GFLOP/s", "Peak%")
 MODES = ("infer", "train")
+# Dense float32 peak (TFLOP/s, no tensor cores / TF32) by a substring of ``device_kind``; the
+# longest matching key wins. Other devices: --peak_tflops.
+PEAK_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "V100": 15.7, "L4": 30.3, "A10": 31.2,
+               "T4": 8.1, "RTX 4090": 82.6, "RTX 3090": 35.6}
 
 
 def model_label(config) -> str:
@@ -44,6 +59,30 @@ def model_label(config) -> str:
     from jflow.models import is_deq
 
     return f"{name}-{config.model.size}" if is_deq(config) else name
+
+
+def default_iters(model, mode: str) -> int | None:
+    """The iteration count a model runs when none is given (DEQ: solver steps; None: no
+    iterations, e.g. LiteFlowNet2)."""
+    deq = getattr(model, "deq", None)
+    if deq is not None:
+        return int(deq.f_max_steps if mode == "train" else (model.eval_iters or deq.f_max_steps))
+    if mode == "train":
+        return getattr(model, "iters", None)
+    it = getattr(model, "eval_iters", None)
+    if it is None and type(model).__name__ == "SEARAFT":
+        from jflow.models.sea_raft import SEA_RAFT_SIZES
+
+        it = SEA_RAFT_SIZES[model.size][1]
+    return None if it is None else int(it)
+
+
+def peak_gflops(device_kind: str, override_tflops: float | None = None) -> float | None:
+    """The device's float32 peak in GFLOP/s (``override_tflops`` wins), None if unknown."""
+    if override_tflops:
+        return float(override_tflops) * 1e3
+    hits = [k for k in PEAK_TFLOPS if k.lower() in device_kind.lower()]
+    return PEAK_TFLOPS[max(hits, key=len)] * 1e3 if hits else None
 
 
 def build(config) -> Any:
@@ -149,45 +188,121 @@ def random_images(height: int, width: int, batch: int, seed: int = 0) -> tuple[j
     return jnp.asarray(im1), jnp.asarray(im2)
 
 
-def benchmark(config, height: int, width: int, *, batch: int = 1, iters: int | None = None,
-              mode: str = "infer", repeats: int = 5, seed: int = 0) -> dict[str, Any]:
-    """Compiles and times one model; returns the JSON record (see the module docstring)."""
-    from jflow.models import count_params, random_variables
-
-    check_mode(mode)
+def check_counts(repeats: int, iters: int | None) -> None:
     if repeats < 1:
         raise InputError(f"jflow.benchmark: --repeats must be >= 1, got {repeats}")
     if iters is not None and iters < 1:
         raise InputError(f"jflow.benchmark: --iters must be >= 1, got {iters}")
-    model = build(config)
-    check_size(height, width, batch, model)
-    variables = random_variables(model, seed=seed)
-    image1, image2 = random_images(height, width, batch, seed)
-    fn = jax.jit(step_fn(model, mode, iters))
 
-    t0 = time.perf_counter()
-    lowered = fn.lower(variables, image1, image2)
-    compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
-    memory = compiled_memory(compiled)
 
-    out = jax.block_until_ready(compiled(variables, image1, image2))  # warm-up
-    times = []
-    for _ in range(repeats):
+class Prepared:
+    """One compiled model with its inputs and the static part of its record; ``run()`` times
+    one call, ``finish()`` returns the record without the warm-up calls."""
+
+    def __init__(self, config, height: int, width: int, *, batch: int = 1,
+                 iters: int | None = None, mode: str = "infer", seed: int = 0):
+        from jflow.flops import count_flops
+        from jflow.models import count_params, random_variables
+
+        check_mode(mode)
+        check_counts(1, iters)
+        model = build(config)
+        check_size(height, width, batch, model)
+        self.args = (random_variables(model, seed=seed), *random_images(height, width, batch, seed))
+        fn = step_fn(model, mode, iters)
         t0 = time.perf_counter()
-        out = jax.block_until_ready(compiled(variables, image1, image2))
-        times.append((time.perf_counter() - t0) * 1e3)
+        self.compiled = jax.jit(fn).lower(*self.args).compile()
+        compile_s = time.perf_counter() - t0
+        xla = (self.compiled.cost_analysis() or {}).get("flops")
+        self.record: dict[str, Any] = {
+            "model": model_label(config), "params": count_params(self.args[0]),
+            "height": height, "width": width, "batch": batch, "mode": mode,
+            "iters": iters if iters is not None else default_iters(model, mode),
+            "compile_s": compile_s, "memory_mib": compiled_memory(self.compiled),
+            "gflops": count_flops(fn, *self.args) / 1e9,
+            "xla_gflops": None if xla is None else float(xla) / 1e9,
+            "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+        }
+        self.times: list[float] = []
+        self.out = None
 
-    record: dict[str, Any] = {
-        "model": model_label(config), "params": count_params(variables), "height": height,
-        "width": width, "batch": batch, "mode": mode, "iters": iters,
-        "repeats": repeats, "time_ms": statistics.median(times), "times_ms": times,
-        "compile_s": compile_s, "memory_mib": memory, "device_peak_mib": device_peak_mib(),
-        "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-    }
-    if mode == "infer" and out.get("stats"):
-        record["solver_nstep"] = float(np.mean(np.asarray(out["stats"]["nstep"])))
-    return record
+    def run(self) -> float:
+        t0 = time.perf_counter()
+        self.out = jax.block_until_ready(self.compiled(*self.args))
+        ms = (time.perf_counter() - t0) * 1e3
+        self.times.append(ms)
+        return ms
+
+    def finish(self, peak_tflops: float | None = None, warmup: int = 1) -> dict[str, Any]:
+        times = self.times[warmup:] or self.times
+        rec = dict(self.record, repeats=len(times), time_ms=statistics.median(times),
+                   times_ms=times, device_peak_mib=device_peak_mib())
+        rec["gflops_per_s"] = rec["gflops"] / (rec["time_ms"] / 1e3)
+        peak = peak_gflops(rec["device"], peak_tflops)
+        rec["peak_gflops"] = peak
+        rec["peak_fraction"] = None if peak is None else rec["gflops_per_s"] / peak
+        stats = (self.out or {}).get("stats") if rec["mode"] == "infer" else None
+        if stats:
+            rec["solver_nstep"] = float(np.mean(np.asarray(stats["nstep"])))
+        return rec
+
+
+def benchmark(config, height: int, width: int, *, batch: int = 1, iters: int | None = None,
+              mode: str = "infer", repeats: int = 5, seed: int = 0,
+              peak_tflops: float | None = None, warmup: int = 1) -> dict[str, Any]:
+    """Compiles and times one model; returns the JSON record (see the module docstring)."""
+    return side_by_side([("", config)], height, width, batch=batch, iters=iters, mode=mode,
+                        repeats=repeats, seed=seed, peak_tflops=peak_tflops, warmup=warmup)[0]
+
+
+def side_by_side(configs: list[tuple[str, Any]], height: int, width: int, *, batch: int = 1,
+                 iters: int | None = None, mode: str = "infer", repeats: int = 5, seed: int = 0,
+                 peak_tflops: float | None = None, warmup: int = 1) -> list[dict[str, Any]]:
+    """``(label, config)`` pairs compiled first, then timed alternately (``warmup`` untimed
+    rounds, then ``repeats`` rounds of A B C ...); each record gets ``label`` and ``ratio`` = its
+    median time over the first config's."""
+    check_mode(mode)
+    check_counts(repeats, iters)
+    if warmup < 0:
+        raise InputError(f"jflow.benchmark: --warmup must be >= 0, got {warmup}")
+    if not configs:
+        raise InputError("jflow.benchmark: --compare needs at least one config")
+    preps = [Prepared(c, height, width, batch=batch, iters=iters, mode=mode, seed=seed)
+             for _, c in configs]
+    for _ in range(repeats + warmup):
+        for prep in preps:
+            prep.run()
+    records = [dict(p.finish(peak_tflops, warmup), label=label) for (label, _), p in zip(configs, preps)]
+    for r in records:
+        r["ratio"] = r["time_ms"] / records[0]["time_ms"]
+    return records
+
+
+def parse_compare(spec: str) -> tuple[str, Any]:
+    """``"file.py[:arg] key=value ..."`` -> ``(spec, config)``: the file's config with the dotted
+    keys set (values read as Python literals, else kept as strings; every key must exist)."""
+    from jflow.config_files import load_config
+
+    path, *overrides = spec.split() or [""]
+    if not path:
+        raise InputError("jflow.benchmark: --compare needs a config file, got an empty spec")
+    config = load_config(path)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part] if sep and part in node else None
+            if node is None:
+                break
+        if not sep or node is None or leaf not in node:
+            raise InputError(f"jflow.benchmark: --compare {spec!r}: {item!r} is not "
+                             f"key=value with an existing config field")
+        try:
+            node[leaf] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            node[leaf] = raw
+    return spec, config
 
 
 def csv_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -195,10 +310,14 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     mem = record["device_peak_mib"]
     if mem is None:
         mem = record["memory_mib"].get("total", float("nan"))
+    gflops, fraction = record.get("gflops"), record.get("peak_fraction")
     return {"Model": record["model"], "Params": record["params"], "InputH": record["height"],
             "InputW": record["width"], "Batch": record["batch"], "Mode": record["mode"],
-            "Iters": "" if record["iters"] is None else record["iters"],
-            "Time(ms)": f"{record['time_ms']:.2f}", "Memory(MiB)": f"{mem:.1f}"}
+            "Iters": "-" if record["iters"] is None else record["iters"],
+            "Time(ms)": f"{record['time_ms']:.2f}", "Memory(MiB)": f"{mem:.1f}",
+            "GFLOPs": "" if gflops is None else f"{gflops:.1f}",
+            "GFLOP/s": "" if gflops is None else f"{record['gflops_per_s']:.1f}",
+            "Peak%": "" if fraction is None else f"{100 * fraction:.2f}"}
 
 
 def format_csv(records: list[dict[str, Any]], header: bool = True) -> str:
@@ -216,6 +335,19 @@ def main(argv) -> None:
 
     del argv
     f = flags.FLAGS
+    if f.compare:
+        if f.format != "jit":
+            raise InputError("jflow.benchmark: --compare times jit-compiled configs only")
+        records = side_by_side([parse_compare(spec) for spec in f.compare], f.height, f.width,
+                               batch=f.batch, iters=f.iters, mode=f.mode, repeats=f.repeats,
+                               seed=f.seed, peak_tflops=f.peak_tflops, warmup=f.warmup)
+        print(format_csv(records), end="")
+        for r in records:
+            print(f"{r['ratio']:6.3f}x  {r['time_ms']:10.1f} ms  {r['label']}")
+        _write(f.output, records)
+        return
+    if f.config is None:
+        raise InputError("jflow.benchmark: give --config (one model) or --compare (several)")
     if f.format == "onnx":
         from jflow.export_onnx import INSTALL_HINT, onnx_available
 
@@ -224,7 +356,8 @@ def main(argv) -> None:
         if not onnx_available():
             raise InputError(f"jflow.benchmark: {INSTALL_HINT}")
     record = benchmark(f.config, f.height, f.width, batch=f.batch, iters=f.iters, mode=f.mode,
-                       repeats=f.repeats, seed=f.seed)
+                       repeats=f.repeats, seed=f.seed, peak_tflops=f.peak_tflops,
+                       warmup=f.warmup)
     if f.format == "onnx":  # the same model, weights and images in onnxruntime
         from jflow.export_onnx import benchmark_onnx
 
@@ -237,11 +370,15 @@ def main(argv) -> None:
         print(f"onnxruntime {record['onnx_time_ms']:.2f} ms (jit {record['time_ms']:.2f} ms); "
               f"conversion {record['onnx_convert_s']:.1f} s, max |flow diff| "
               f"{record['onnx_max_abs_diff_px']:.2g} px")
-    if f.output:
-        os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)
-        with open(f.output, "w") as fh:
-            json.dump(record, fh, indent=2)
-        print(f"wrote {f.output}")
+    _write(f.output, record)
+
+
+def _write(path: str | None, result: Any) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=2)
+        print(f"wrote {path}")
 
 
 def _define_flags() -> None:
@@ -257,11 +394,15 @@ def _define_flags() -> None:
                          "default: the model's")
     flags.DEFINE_enum("mode", "infer", list(MODES), "forward only, or forward + backward")
     flags.DEFINE_integer("repeats", 5, "timed runs (the median is reported)")
+    flags.DEFINE_integer("warmup", 1, "untimed runs first (per config)")
     flags.DEFINE_integer("seed", 0, "random weights and images")
     flags.DEFINE_enum("format", "jit", ["jit", "onnx"], "onnx: also convert the model to ONNX at "
                       "this size and time it in onnxruntime beside the jit (extra jflow[onnx])")
-    flags.DEFINE_string("output", None, "JSON file for the full record")
-    flags.mark_flag_as_required("config")
+    flags.DEFINE_string("output", None, "JSON file for the full record (a list with --compare)")
+    flags.DEFINE_float("peak_tflops", None, "the device's peak TFLOP/s for Peak% (default: the "
+                       "float32 peak of known GPUs)")
+    flags.DEFINE_multi_string("compare", [], "side by side: 'file.py[:arg] [key=value ...]', one "
+                              "flag per config; timed alternately, ratios to the first")
 
 
 def run() -> None:

@@ -208,6 +208,11 @@ def deq_config(name: str, arg: str | None) -> ml_collections.ConfigDict:
     solver_stage = "things" if (a.stage == "synthetic" and a.size) else a.stage
     s = DEQ_SOLVER_STAGES[solver_stage]
     c.model.all_grad = DEQ_ALL_GRAD[solver_stage]
+    # Training memory: recompute the encoders / the supervised states' gradient steps in the
+    # backward pass instead of storing their activations (jflow.models.deq_raft; measured in
+    # experiments/README.md: the encoders' recomputation saves a third at no measured time cost).
+    c.model.remat_encoder = True
+    c.model.remat_states = False
     c.deq = ml_collections.ConfigDict(dict(
         solver="naive", f_max_steps=s["f_max_steps"], f_tol=1e-3, f_stop_mode="abs",
         return_rule="official_naive", grad="phantom", phantom_steps=s["phantom_steps"], tau=1.0,

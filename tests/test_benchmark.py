@@ -34,6 +34,9 @@ def test_cli_record_fields_are_plausible(record):
     assert mem["argument"] >= rec["params"] * 4 / benchmark.MIB
     assert mem["temp"] > 0 and mem["total"] >= mem["argument"]
     assert 1 <= rec["solver_nstep"] <= 3
+    # work counted with the solver loop multiplied out; no known peak for a CPU
+    assert rec["gflops"] > rec["xla_gflops"] > 0 and rec["gflops_per_s"] > 0
+    assert rec["peak_fraction"] is None
     header, row = stdout.splitlines()[:2]
     assert header.split(",") == list(benchmark.CSV_COLUMNS)
     assert row.startswith(f"deq_raft-T,{rec['params']},32,48,1,infer,3,")
@@ -58,3 +61,28 @@ def test_bad_arguments_are_named(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         benchmark.benchmark(smoke_config(), **kwargs)
+
+
+def test_side_by_side_alternates_and_shows_default_iterations():
+    spec = "configs/raft.py:small model.eval_iters=2"
+    configs = [benchmark.parse_compare(spec), benchmark.parse_compare(spec[:-1] + "4")]
+    recs = benchmark.side_by_side(configs, 32, 48, repeats=2)
+    assert [r["label"] for r in recs] == [c[0] for c in configs]
+    assert [r["iters"] for r in recs] == [2, 4]  # the models' defaults, no --iters given
+    assert recs[0]["ratio"] == 1.0 and recs[1]["ratio"] > 0
+    assert all(len(r["times_ms"]) == 2 for r in recs)
+    # two more update iterations: more work, by the same amount per iteration
+    assert recs[1]["gflops"] > recs[0]["gflops"]
+    assert benchmark.csv_row(recs[1])["Iters"] == 4
+
+
+@pytest.mark.parametrize("spec", ["configs/raft.py:small model.nope=1", "configs/raft.py iters"])
+def test_compare_spec_errors_name_the_item(spec):
+    with pytest.raises(ValueError, match="--compare"):
+        benchmark.parse_compare(spec)
+
+
+def test_peak_lookup():
+    assert benchmark.peak_gflops("NVIDIA H200") == 67_000.0
+    assert benchmark.peak_gflops("cpu") is None
+    assert benchmark.peak_gflops("cpu", 2.0) == 2000.0

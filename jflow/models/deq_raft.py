@@ -8,6 +8,11 @@ attention. ``jflow.deq.deq_fixed_point`` solves it with every option from ``deq`
 ``DEQConfig``); ``h0 = 0``. The mask head (``mask_0``/``mask_2``, top level as in v2) is applied
 to each returned ``h``: ``flow = convex_upsample(coords1 - coords0, 0.25 * mask(h))``.
 
+Training memory options (same loss and gradients, more compute): ``remat_encoder`` recomputes
+both encoders in the backward pass (``jflow.models.encoders.remat_encoder``); ``remat_states``
+keeps only the state entering each supervised gradient step and its decoding (phantom / IFT
+step, mask head, convex upsampling) and recomputes them in the backward pass.
+
 Returns ``flow``, ``flow_low``, ``state = {"h", "flow"}`` (the fixed point, for reuse on the next
 frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predictions``
 (n_states, B, H, W, 2). At evaluation the solver runs ``iters`` (else ``eval_iters``, else
@@ -16,6 +21,7 @@ frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predi
 from __future__ import annotations
 
 import functools
+from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
 import flax.linen as nn
@@ -26,7 +32,7 @@ from jflow import geometry
 from jflow.deq import DEQConfig, deq_fixed_point
 from jflow.models.attention import Attention
 from jflow.models.corr import build_corr, lookup
-from jflow.models.encoders import Encoder, normalize_image
+from jflow.models.encoders import normalize_image, remat_encoder
 from jflow.models.raft import check_images, check_low_res, check_state, features
 from jflow.models.update import UpdateBlock, mask_head
 
@@ -68,6 +74,7 @@ class DEQRAFT(nn.Module):
       eval_iters: solver steps at evaluation (None: ``deq.f_max_steps``).
       all_grad: keep the gradient through ``coords1`` inside ``f`` (v2 Things stage).
       corr, corr_levels, corr_radius, wnorm, mixed_precision, freeze_bn: as in ``RAFT``.
+      remat_encoder, remat_states: recompute instead of store (module docstring).
     """
 
     # Callers pad to a multiple of 8 by replication (official InputPadder); a zero fixed point
@@ -88,6 +95,8 @@ class DEQRAFT(nn.Module):
     wnorm: bool = True
     mixed_precision: bool = False
     freeze_bn: bool = False
+    remat_encoder: bool = False
+    remat_states: bool = False
 
     def _dims(self) -> DEQSize:
         if self.size not in DEQ_SIZES:
@@ -125,11 +134,14 @@ class DEQRAFT(nn.Module):
         dtype = jnp.bfloat16 if self.mixed_precision else None
 
         im1, im2 = normalize_image(image1), normalize_image(image2)
-        fmap1, fmap2 = features(Encoder(odim, "instance", dtype=dtype, name="fnet"), im1, im2,
-                                train)
+        encoder = partial(remat_encoder(self.remat_encoder), dtype=dtype, remat=self.remat_encoder)
+        fnet = encoder(odim, "instance", name="fnet")
+        if self.remat_encoder and train:  # one image at a time (instance norm: the same maps),
+            fmap1, fmap2 = (fnet(im, train).astype(jnp.float32) for im in (im1, im2))  # half the peak
+        else:
+            fmap1, fmap2 = features(fnet, im1, im2, train)
         corr_state = build_corr(fmap1, fmap2, kind=self.corr, num_levels=self.corr_levels)
-        inp = nn.relu(Encoder(hdim, "batch", freeze_bn=self.freeze_bn, dtype=dtype,
-                              name="cnet")(im1, train))
+        inp = nn.relu(encoder(hdim, "batch", freeze_bn=self.freeze_bn, name="cnet")(im1, train))
         b, h, w = fmap1.shape[:3]
         coords0 = geometry.coords_grid(b, h, w)
         x = {"inp": inp, "corr": corr_state, "coords0": coords0}
@@ -155,20 +167,39 @@ class DEQRAFT(nn.Module):
         # Jacobian-penalty probes (``deq.jac_loss_weight > 0``) come from the "noise" stream.
         key = (self.make_rng("noise") if train and self.deq.jac_loss_weight > 0
                and self.has_rng("noise") else None)
-        states, stats = deq_fixed_point(self._step, params, x, z0, self.deq, train=train,
+        remat = train and self.remat_states and not self.is_initializing()
+        step = jax.checkpoint(self._step) if remat else self._step
+        states, stats = deq_fixed_point(step, params, x, z0, self.deq, train=train,
                                         max_steps=steps, key=key,
                                         jac_f=functools.partial(self._step, detach=False))
 
         mask = mask_head(dtype=dtype)
-
-        def decode(z):
-            flow_low = z["coords1"] - coords0
-            return flow_low, geometry.convex_upsample(flow_low, mask(z["h"]), 8)
-
-        decoded = [decode(z) for z in states]
+        if remat:  # the same head applied purely, so that jax.checkpoint can recompute it
+            head = _MaskHead(dtype=dtype, parent=None)
+            mask_params = {k: self.variables["params"][k] for k in ("mask_0", "mask_2")}
+            dec = jax.checkpoint(lambda p, z, c0: _decode(partial(head.apply, {"params": p}), z, c0))
+            decoded = [dec(mask_params, z, coords0) for z in states]
+        else:
+            decoded = [_decode(mask, z, coords0) for z in states]
         flow_low, flow = decoded[-1]
         out = {"flow": flow, "flow_low": flow_low, "stats": stats,
                "state": {"h": states[-1]["h"], "flow": flow_low}}
         if train:
             out["predictions"] = jnp.stack([f for _, f in decoded])
         return out
+
+
+class _MaskHead(nn.Module):
+    """``mask_head`` as a module of its own (params ``mask_0``, ``mask_2`` at its root)."""
+
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, h: Array) -> Array:
+        return mask_head(dtype=self.dtype)(h)
+
+
+def _decode(mask, z: dict, coords0: Array) -> tuple[Array, Array]:
+    """``(flow_low, flow)`` of a state: 1/8 flow and its convex upsampling by ``mask(h)``."""
+    flow_low = z["coords1"] - coords0
+    return flow_low, geometry.convex_upsample(flow_low, mask(z["h"]), 8)

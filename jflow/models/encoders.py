@@ -73,6 +73,8 @@ class Encoder(nn.Module):
     """RAFT ``BasicEncoder`` (widths 64/96/128) or ``SmallEncoder`` (``small``: 32/64/96).
 
     Input (B, H, W, 3) normalised to [-1, 1]; output (B, H/8, W/8, ``output_dim``).
+    ``remat``: each residual block is recomputed in the backward pass from its input (only block
+    inputs are kept); see :func:`remat_encoder` to recompute the whole encoder as well.
     """
 
     output_dim: int
@@ -80,11 +82,14 @@ class Encoder(nn.Module):
     small: bool = False
     freeze_bn: bool = False
     dtype: Any = None
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         widths = (32, 64, 96) if self.small else (64, 96, 128)
         block = BottleneckBlock if self.small else ResidualBlock
+        if self.remat:
+            block = nn.remat(block, static_argnums=(2,))  # (self, x, train): train is static
         stem = widths[0]
         x = Conv2d(stem, 7, 2, 3, init_mode="kaiming", dtype=self.dtype, name="conv1")(x)
         x = make_norm(self.norm_fn, "norm1", stem, train=train, freeze_bn=self.freeze_bn,
@@ -96,6 +101,15 @@ class Encoder(nn.Module):
                           name=f"layer{i}_{j}")(x, train)
         return Conv2d(self.output_dim, 1, 1, 0, init_mode="kaiming", dtype=self.dtype,
                       name="conv2")(x)
+
+
+def remat_encoder(enabled: bool) -> type[Encoder]:
+    """``Encoder`` (``enabled=False``) or an Encoder whose training backward pass recomputes it
+    from the image: the forward keeps only the output, the recomputation keeps block inputs
+    (``remat=True`` inside) and each block is recomputed once more for its own backward.
+    Parameter and batch-statistics paths are unchanged. Costs about two extra encoder forwards.
+    """
+    return nn.remat(Encoder, static_argnums=(2,)) if enabled else Encoder
 
 
 def normalize_image(image: Array) -> Array:

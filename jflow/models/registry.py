@@ -57,7 +57,8 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     (DEQ) SEA-RAFT: S, M, L); ``iters``, ``eval_iters`` (DEQ: None -> ``int(eval_factor *
     deq.f_max_steps)``, ``eval_factor`` 1.5 as deq-flow); ``corr`` (all_pairs | on_the_fly),
     ``corr_levels``, ``corr_radius``; ``mixed_precision``; ``freeze_bn``; ``wnorm`` (DEQ, default
-    True); ``all_grad`` (DEQ); ``old_version`` (DEQ v1 flow head); ``gma_mode`` (GMA).
+    True); ``all_grad`` (DEQ); ``old_version`` (DEQ v1 flow head); ``remat_encoder``,
+    ``remat_states`` (DEQ training memory, default False); ``gma_mode`` (GMA).
     """
     name = _get(model_cfg, "name")
     if name not in MODEL_NAMES:
@@ -124,7 +125,9 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                    old_version=bool(_get(model_cfg, "old_version", False)), deq=deq,
                    eval_iters=int(eval_iters), all_grad=bool(_get(model_cfg, "all_grad", False)),
                    corr_radius=int(4 if radius is None else radius),
-                   wnorm=bool(_get(model_cfg, "wnorm", True)), **common)
+                   wnorm=bool(_get(model_cfg, "wnorm", True)),
+                   remat_encoder=bool(_get(model_cfg, "remat_encoder", False)),
+                   remat_states=bool(_get(model_cfg, "remat_states", False)), **common)
 
 
 def _deq(deq_cfg: Any) -> DEQConfig:

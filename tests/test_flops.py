@@ -1,0 +1,30 @@
+"""jflow.flops: convolutions, matrix products and loops counted per trip."""
+import jax
+import jax.numpy as jnp
+
+from jflow.flops import count_flops
+
+
+def test_matmul_and_conv_count_two_per_multiply_add():
+    a, b = jnp.ones((3, 5)), jnp.ones((5, 7))
+    assert count_flops(lambda x, y: x @ y, a, b) == 2 * 3 * 5 * 7
+    x = jax.ShapeDtypeStruct((2, 8, 10, 4), jnp.float32)
+    k = jax.ShapeDtypeStruct((3, 3, 4, 6), jnp.float32)
+    conv = lambda x, k: jax.lax.conv_general_dilated(  # noqa: E731
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert count_flops(conv, x, k) == 2 * (2 * 8 * 10 * 6) * (3 * 3 * 4)
+
+
+def test_loops_count_every_trip():
+    w, x = jnp.ones((16, 16)), jnp.ones((4, 16))
+    one = count_flops(lambda x: jnp.tanh(x @ w), x)
+    scan = count_flops(lambda x: jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None,
+                                              length=7)[0], x)
+    fori = count_flops(lambda x: jax.lax.fori_loop(0, 5, lambda i, c: jnp.tanh(c @ w), x), x)
+
+    def solve(x):  # a solver-style loop: stops at 9 steps or when converged
+        cond = lambda c: (c[0] < 9) & (jnp.max(jnp.abs(c[1])) > 1e-3)  # noqa: E731
+        return jax.lax.while_loop(cond, lambda c: (c[0] + 1, jnp.tanh(c[1] @ w)), (0, x))[1]
+
+    assert abs(scan - 7 * one) <= 7 * 4 and abs(fori - 5 * one) <= 5 * 4
+    assert 9 * one <= count_flops(solve, x) <= 9 * one + 9 * 200  # + the condition's work
