@@ -126,10 +126,23 @@ def _empty_along(var, params) -> bool:
     return isinstance(d, int) and d == 0
 
 
-def eval_rewriting(jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]:
-    """``jax.core.eval_jaxpr`` with the module docstring's changes, ``jit`` and
-    ``custom_jvp_call`` bodies inlined (inference only: no derivative rules are needed); loop
-    bodies (``while``, ``scan``) are bound unchanged."""
+def _rewrite_body(closed):
+    """A ``while`` cond / body ClosedJaxpr rewritten (without folding, so that it keeps no
+    constants of its own); unchanged if it has constants."""
+    import jax
+
+    if closed.consts:
+        return closed
+    specs = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype, weak_type=v.aval.weak_type)
+             for v in closed.jaxpr.invars]
+    new = jax.make_jaxpr(lambda *a: eval_rewriting(closed.jaxpr, (), *a, fold=False))(*specs)
+    return closed if new.consts else new
+
+
+def eval_rewriting(jaxpr, consts: Sequence[Any], *args: Any, fold: bool = True) -> list[Any]:
+    """``jax.core.eval_jaxpr`` with the module docstring's changes (``fold``: the constant
+    folding), ``jit`` and ``custom_jvp_call`` bodies inlined (inference only: no derivative rules
+    are needed), ``while`` bodies rewritten in place (no folding); ``scan`` bodies unchanged."""
     import jax
     from jax.extend.core import Literal
 
@@ -140,12 +153,17 @@ def eval_rewriting(jaxpr, consts: Sequence[Any], *args: Any) -> list[Any]:
     for eqn in jaxpr.eqns:
         values = [read(v) for v in eqn.invars]
         params = eqn.primitive.get_bind_params(eqn.params)
-        if foldable(eqn, values):
+        if fold and foldable(eqn, values):
             with jax.ensure_compile_time_eval():
                 out = eqn.primitive.bind(*values, **params)
         elif eqn.primitive.name in INLINED:  # jit / custom_jvp_call bodies, inlined
             inner = eqn.params[INLINED[eqn.primitive.name]]
-            out = eval_rewriting(inner.jaxpr, inner.consts, *values)
+            out = eval_rewriting(inner.jaxpr, inner.consts, *values, fold=fold)
+        elif eqn.primitive.name == "while":
+            params = dict(params, cond_jaxpr=_rewrite_body(params["cond_jaxpr"]),
+                          body_jaxpr=_rewrite_body(params["body_jaxpr"]))
+            with eqn.ctx.manager:
+                out = eqn.primitive.bind(*values, **params)
         elif eqn.primitive.name == "concatenate" and any(_empty_along(v, params) for v in
                                                            eqn.invars):
             kept = [x for v, x in zip(eqn.invars, values) if not _empty_along(v, params)]

@@ -103,3 +103,23 @@ def test_symbolic_batch_halves_become_dynamic_slices():
     assert "gather" not in _prims(new) and "dynamic_slice" in _prims(new)
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(_run(new, [spec], x)[0], x)
+
+
+def test_while_bodies_are_rewritten():
+    """The correlation window inside a while_loop (a DEQ solver at a fixed size)."""
+    rng = np.random.default_rng(1)
+    vol = rng.normal(size=(4, 12, 13)).astype(np.float32)
+    pts = rng.uniform(-6, 18, size=(4, 2)).astype(np.float32)
+
+    def f(v, p):
+        def body(c):
+            i, acc = c
+            return i + 1, acc + _window_level(v, p + i, 3)
+        return jax.lax.while_loop(lambda c: c[0] < 3, body, (0, jnp.zeros((4, 49))))[1]
+
+    specs = (jax.ShapeDtypeStruct(vol.shape, jnp.float32), jax.ShapeDtypeStruct(pts.shape, jnp.float32))
+    closed = jax.make_jaxpr(f)(*specs)
+    assert len(_window_gathers(closed)) == 1
+    new = rewrite(closed, *specs)
+    assert not _window_gathers(new) and "while" in _prims(new)
+    np.testing.assert_array_equal(_run(new, specs, vol, pts)[0], jax.jit(f)(vol, pts))
