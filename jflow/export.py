@@ -189,7 +189,7 @@ class PreparedExport:
 
     def __init__(self, config, variables: Mapping[str, PyTree], *, iters: int | None,
                  shape: str, input_dtype: str, padding: str, constraints: Sequence[str],
-                 checkpoint: str | None):
+                 checkpoint: str | None, fmt: str = "stablehlo"):
         import jax
 
         import jflow
@@ -209,8 +209,15 @@ class PreparedExport:
         self.weights = [np.asarray(x) for x in leaves]
         self.shape_spec = shape
         self.dims, self.constraints = _shape_spec(shape, self.model, constraints)
-        if (name == "dip" and str(config.model.get("noise", "")) == "torch"
-                and not all(isinstance(d, int) for d in self.dims)):
+        symbolic = not all(isinstance(d, int) for d in self.dims)
+        if name == "dip" and symbolic and fmt == "onnx":
+            raise ExportError(
+                f"dip exports to ONNX at one size only (--shape={shape!r} is symbolic): its random "
+                "initial flow needs static shapes (noise='jax': jax2onnx lowers jax.random bits "
+                "for static shapes only; noise='torch': generated on the host); give one size, "
+                "e.g. --shape='1, 448, 1024', or use --format=stablehlo (with noise='jax': "
+                "symbolic b, h, w)")
+        if name == "dip" and symbolic and str(config.model.get("noise", "")) == "torch":
             raise ExportError(
                 f"dip with noise='torch' exports at one size only (--shape={shape!r} is symbolic): "
                 "its evaluation noise is torch's seeded stream generated on the host for each "

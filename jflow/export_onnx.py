@@ -149,18 +149,13 @@ def export_onnx(config, variables: Mapping[str, PyTree], *, iters: int | None = 
         raise ExportError(INSTALL_HINT) from None
     _onnxruntime()
     prep = PreparedExport(config, variables, iters=iters, shape=shape, input_dtype=input_dtype,
-                          padding=padding, constraints=constraints, checkpoint=checkpoint)
+                          padding=padding, constraints=constraints, checkpoint=checkpoint,
+                          fmt="onnx")
     for d in prep.dims[:3]:
         if not isinstance(d, int) and not str(d).isidentifier():
             raise ExportError(
                 f"--format=onnx --shape={shape!r}: ONNX inputs have named or fixed dimensions, "
                 f"not expressions such as {d} (give names, e.g. 'b, h, w', or sizes)")
-    if prep.name == "dip" and not all(isinstance(d, int) for d in prep.dims):
-        raise ExportError(
-            f"dip exports to ONNX at one size only (--shape={shape!r} is symbolic): its random "
-            "initial flow needs static shapes (noise='jax': jax2onnx lowers jax.random bits for "
-            "static shapes only; noise='torch': generated on the host); give one size, e.g. "
-            "--shape='1, 448, 1024', or use --format=stablehlo (noise='jax': symbolic b, h, w)")
     img = prep.image_spec()
     weights = [jax.numpy.asarray(w) for w in prep.weights]
     try:

@@ -138,9 +138,10 @@ def test_what_cannot_be_converted_is_one_export_error(tmp_path):
     config, _, variables = _setup("raft.py:small,smoke")
     with pytest.raises(ExportError, match="ONNX inputs have named or fixed dimensions"):
         export_onnx(config, variables, shape="b, 8*k, 8*l")
-    dip_config, _, dip_variables = _setup("dip.py:smoke", noise="jax")
-    with pytest.raises(ExportError, match="dip exports to ONNX at one size only"):
-        export_onnx(dip_config, dip_variables, shape="b, h, w")
+    for noise in ("jax", "torch"):
+        dip_config, _, dip_variables = _setup("dip.py:smoke", noise=noise)
+        with pytest.raises(ExportError, match="dip exports to ONNX at one size only"):
+            export_onnx(dip_config, dip_variables, shape="b, h, w")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ExportError, match="cannot write"):
