@@ -247,3 +247,18 @@ def test_smoke_training_steps_and_validation():
     assert flcon.min() == flcon.max() and abs(flcon.min() - 1) < 1e-3
     res = evaluate.validate_spec(model, {"params": params}, c, "synthetic")
     assert np.isfinite(res.metrics["epe/pooled"]) and res.metrics["images"] == 2
+
+
+@pytest.mark.parametrize("hwc,k,s,p", [((5, 7, 2), 4, 2, 1), ((6, 4, 3), 8, 4, 2),
+                                        ((5, 6, 49), 4, 2, 1)])
+def test_depthwise_conv_transpose_equals_grouped_dilated_convolution(hwc, k, s, p):
+    rng = np.random.default_rng(k + s)
+    x = jnp.asarray(rng.normal(size=(2,) + hwc), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(k, k, 1, hwc[-1])), jnp.float32)
+    want = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), ((k - 1 - p, k - 1 - p),) * 2, lhs_dilation=(s, s),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=hwc[-1],
+        precision=jax.lax.Precision.HIGHEST)
+    got = lfn.depthwise_conv_transpose(x, kernel, s, p)
+    assert got.shape == want.shape == (2, hwc[0] * s, hwc[1] * s, hwc[2])
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
