@@ -321,31 +321,36 @@ def load_onnx(path: str | os.PathLike | bytes, providers: Sequence[str] | None =
 def benchmark_onnx(config, height: int, width: int, *, batch: int = 1, iters: int | None = None,
                    repeats: int = 5, seed: int = 0) -> dict[str, Any]:
     """``jflow.benchmark --format=onnx``: converts the model with the benchmark's random weights at
-    the fixed (batch, height, width), checks it against JAX there, and times onnxruntime (CPU,
-    default session options; median of ``repeats`` after a warm-up run)."""
+    the fixed (batch, height, width), then runs the graph in onnxruntime (CPU, default session
+    options) and the same inference function jit-compiled by JAX on the benchmark's images: one
+    warm-up run each (their flows are compared), then ``repeats`` alternating timed runs (jit,
+    onnxruntime, jit, ...); medians in ms."""
+    import jax
+
     from jflow.benchmark import random_images
     from jflow.models import model_from_config, random_variables
 
     variables = random_variables(model_from_config(config), seed=seed)
+    shape = f"{batch}, {height}, {width}"
     t0 = time.perf_counter()
-    artifact = export_onnx(config, variables, iters=iters, shape=f"{batch}, {height}, {width}")
+    artifact = export_onnx(config, variables, iters=iters, shape=shape, verify=False)
     convert_s = time.perf_counter() - t0
+    prep = PreparedExport(config, variables, iters=iters, shape=shape, input_dtype="float32",
+                          padding="sintel", constraints=(), checkpoint=None)
+    jit_fn, weights = jax.jit(prep.function), jax.device_put(prep.weights)
     image1, image2 = (np.asarray(x) for x in random_images(height, width, batch, seed))
-    times = time_session(load_onnx(artifact.model_bytes), image1, image2, repeats)
-    return {"onnx_time_ms": float(np.median(times)), "onnx_times_ms": times,
-            "onnx_convert_s": convert_s, "onnx_size_mib": len(artifact.model_bytes) / 2**20,
-            "onnx_max_abs_diff_px": artifact.meta["verified"]["max_abs_diff_px"],
-            "onnxruntime_version": _version("onnxruntime"),
-            "jax2onnx_version": artifact.meta["jax2onnx_version"]}
-
-
-def time_session(flow_fn: LoadedOnnxModel, image1: np.ndarray, image2: np.ndarray,
-                 repeats: int) -> list[float]:
-    """Milliseconds of ``repeats`` onnxruntime runs after one warm-up run."""
-    flow_fn(image1, image2)
-    times = []
+    onnx_fn = load_onnx(artifact.model_bytes)
+    runs = {"jit": lambda: jax.block_until_ready(jit_fn(weights, image1, image2)),
+            "onnx": lambda: onnx_fn(image1, image2)}
+    diff = float(np.abs(np.asarray(runs["jit"]()) - runs["onnx"]()).max())
+    times: dict[str, list[float]] = {"jit": [], "onnx": []}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        flow_fn(image1, image2)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+        for key, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[key].append((time.perf_counter() - t0) * 1e3)
+    return {"onnx_time_ms": float(np.median(times["onnx"])), "onnx_times_ms": times["onnx"],
+            "onnx_jit_time_ms": float(np.median(times["jit"])), "onnx_jit_times_ms": times["jit"],
+            "onnx_convert_s": convert_s, "onnx_size_mib": len(artifact.model_bytes) / 2**20,
+            "onnx_max_abs_diff_px": diff, "onnxruntime_version": _version("onnxruntime"),
+            "jax2onnx_version": artifact.meta["jax2onnx_version"]}
