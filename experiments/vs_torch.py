@@ -3,12 +3,12 @@
     python experiments/vs_torch.py --torch_python=/path/to/torch-env/bin/python \\
         --raft=RAFT --deq_flow=DEQ_FLOW --dip=DIP --lfn2=LFN2_HARNESS --sea_raft=SEA_RAFT \\
         [--models=raft,raft_otf,deq_raft_h,dip,liteflownet2,sea_raft_s,sea_raft_m,sea_raft_l] \\
-        [--sizes=368x496,432x1024 --threads=2 --repeats=8 --force]
+        [--sizes=368x496,432x1024 --threads=2 --repeats=8 --deq_steps=24]
 
 ``RAFT`` etc. are checkouts of the official code (princeton-vl/RAFT, locuslab/deq-flow,
-zihuazheng/DIP, princeton-vl/SEA-RAFT; LFN2_HARNESS a folder with ``ptl_harness.py``, ptlflow's
-LiteFlowNet2 with a pure-torch correlation); a model whose checkout is not given is skipped. torch is
-never imported here: ``vs_torch_worker.py`` runs the official model in a subprocess of
+zihuazheng/DIP, princeton-vl/SEA-RAFT; LFN2_HARNESS a folder with ``ptl_harness.py``: ptlflow's
+LiteFlowNet2 with a pure-torch correlation); a model whose checkout is not given is skipped.
+torch is never imported here: ``vs_torch_worker.py`` runs the official model in a subprocess of
 ``--torch_python`` and answers ``flow`` / ``time`` requests on a pipe.
 
 Per model and size: the worker builds the official model with seeded weights (the fidelity tests'
@@ -19,12 +19,13 @@ naive-solver steps, DIP 20, SEA-RAFT its evaluation config's). Both run on the s
 frames resized to the size, the flows are compared (``max_diff_px``: max |jflow - official| over
 the full-resolution flow, both float32; ``agree`` when below ``--atol``), then A (jflow) and B
 (torch, ``no_grad``) alternate ``--repeats`` times after one warm-up each; medians are reported.
-Both processes are pinned to the first ``--threads`` CPUs (``sched_setaffinity``; XLA sizes its
-thread pool from it, torch gets ``set_num_threads``). ``raft_otf`` is jflow's on-the-fly
-correlation against the official all-pairs RAFT (the official alternative is CUDA-only).
+Both processes are pinned to the first ``--threads`` CPUs (``sched_setaffinity``, inherited by
+the worker, so neither uses more; torch also gets ``set_num_threads``). ``raft_otf`` is jflow's
+on-the-fly correlation against the official all-pairs RAFT (the official alternative is
+CUDA-only).
 
 Writes ``experiments/results/vs_torch.{csv,json}`` (rows are merged by (model, size): a rerun with
-``--models=raft`` replaces only RAFT's rows; ``--force`` is not needed for that) and
+``--models=raft`` replaces only RAFT's rows, so a long run can be resumed model by model) and
 ``vs_torch.png`` (speed-up per row). The load average before and after each row is recorded:
 timings on a shared machine are noisy, rerun on a quiet one.
 """
