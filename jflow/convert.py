@@ -316,8 +316,10 @@ def _preprocess_sea_raft(state: dict[str, np.ndarray], config, source: str
 
 # Per-model re-layout of a checkpoint before the generic mapping: model name ->
 # fn(state_dict, config, source) -> state_dict (e.g. ptlflow's LiteFlowNet2: transposed convs,
-# frozen constants; SEA-RAFT: one clear error for another size or model).
-PREPROCESS = {"liteflownet2": _preprocess_liteflownet2, "sea_raft": _preprocess_sea_raft}
+# frozen constants; SEA-RAFT and DEQ SEA-RAFT, which has its parameters: one clear error for
+# another size or model).
+PREPROCESS = {"liteflownet2": _preprocess_liteflownet2, "sea_raft": _preprocess_sea_raft,
+              "deq_sea_raft": _preprocess_sea_raft}
 
 
 def convert_checkpoint(config, torch_checkpoint: str | os.PathLike, output: str | os.PathLike

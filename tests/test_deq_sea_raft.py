@@ -131,3 +131,27 @@ def test_predict_video_reuses_the_fixed_point_with_uncertainty():
         assert 1 <= out["stats"]["nstep"] <= 3 and np.isfinite(out["stats"]["rel_lowest"])
     np.testing.assert_allclose(reused[0]["flow"], cold[0]["flow"], atol=1e-5)
     assert np.abs(reused[1]["flow"] - cold[1]["flow"]).max() > 1e-4
+
+
+def test_official_sea_raft_checkpoint_converts_into_deq_sea_raft(tmp_path):
+    """``jflow.convert --config=configs/deq_sea_raft.py:S`` takes an official SEA-RAFT S
+    state_dict (the golden file's), and refuses the M one in one line."""
+    import pathlib
+
+    from golden_weights import GOLDEN_DIR, load_golden
+    from jflow import checkpoint, convert
+    from jflow.convert import ConversionError
+    from jflow.torch_pickle import save_torch_state_dict
+
+    states = {s: load_golden(pathlib.Path(GOLDEN_DIR) / f"sea_raft_{s}.npz").state_dict()
+              for s in "sm"}
+    pth = tmp_path / "Tartan-C368x496-S.pth"
+    save_torch_state_dict(states["s"], pth)
+    convert.convert_checkpoint(get_config("S"), pth, tmp_path / "out")
+    loaded = checkpoint.load_params(str(tmp_path / "out"))
+    np.testing.assert_array_equal(
+        np.asarray(loaded["params"]["update_block"]["refine_1"]["gamma"]),
+        states["s"]["update_block.refine.1.gamma"])
+    save_torch_state_dict(states["m"], tmp_path / "m.pth")
+    with pytest.raises(ConversionError, match="is SEA-RAFT M/L"):
+        convert.convert_checkpoint(get_config("S"), tmp_path / "m.pth", tmp_path / "out_m")
