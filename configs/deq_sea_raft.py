@@ -5,8 +5,10 @@ correction states, 18 steps at validation):
   python -m jflow.main --config=configs/deq_sea_raft.py:S --workdir=runs/deq_sea_raft_synthetic
 Smoke test (a few steps on tiny images, as the tests run it):
   python -m jflow.main --config=configs/deq_sea_raft.py:S,smoke --workdir=/tmp/deq_sea_raft_smoke
-Start from SEA-RAFT weights (same parameter names), e.g. a converted official checkpoint:
-  --config.train.init_from=ckpt/sea-raft-s-...   (configs/sea_raft.py documents the conversion)
+Start from SEA-RAFT weights (same parameter names): a SEA-RAFT run or converted checkpoint with
+  --config.train.init_from=DIR, or convert an official SEA-RAFT .pth for this model directly:
+  python -m jflow.convert --config=configs/deq_sea_raft.py:S \
+      --torch_checkpoint=Tartan-C368x496-S.pth --output=ckpt/deq-sea-raft-s
 Variants: ``S``, ``M``, ``L`` (SEA-RAFT's encoders), ``stage=...`` (SEA-RAFT's data and optimiser
 stages; the solver settings stay these, override with ``--config.deq.*``), ``smoke``.
 Every ``config.deq`` option applies (solver, f_max_steps, f_tol, grad ift/phantom/unrolled,
