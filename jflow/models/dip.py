@@ -136,7 +136,8 @@ class UpdateBlock(nn.Module):
     def __call__(self, net: Array, inp: Array, corr: Array, flow: Array
                  ) -> tuple[Array, Array, Array]:
         motion = MotionEncoder(self.small, self.dtype, name="encoder")(flow, corr)
-        x = jnp.concatenate([inp.astype(motion.dtype), motion], axis=-1)
+        # the context apart (tuple): XLA computes its share of the GRU convs once per forward
+        x = (inp.astype(motion.dtype), motion)
         net = ConvGRU(HIDDEN, "conv" if self.small else "sep", dtype=self.dtype, name="gru")(
             net, x)
         delta = FlowHead(128 if self.small else 256, dtype=self.dtype, name="flow_head")(net)
