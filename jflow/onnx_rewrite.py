@@ -24,6 +24,9 @@ import numpy as np
 # an initializer; broadcasts of small arrays stay ops above BROADCAST_FOLD_MAX.
 FOLD_MAX_ELEMENTS = 1 << 20
 BROADCAST_FOLD_MAX = 4096
+# Folded results of one rewrite, by primitive, input identities and parameters (the inputs are
+# kept with them so that their ids stay theirs).
+_FOLDED: dict[Any, Any] = {}
 # Primitives never computed eagerly: a symbolic dimension's value exists only in the graph.
 NOT_FOLDED = ("dim_as_value",)
 # Call primitives whose body (the named parameter, a ClosedJaxpr) is evaluated in place.
@@ -154,8 +157,11 @@ def eval_rewriting(jaxpr, consts: Sequence[Any], *args: Any, fold: bool = True) 
         values = [read(v) for v in eqn.invars]
         params = eqn.primitive.get_bind_params(eqn.params)
         if fold and foldable(eqn, values):
-            with jax.ensure_compile_time_eval():
-                out = eqn.primitive.bind(*values, **params)
+            key = (eqn.primitive, tuple(map(id, values)), repr(sorted(params.items())))
+            if key not in _FOLDED:  # one constant per weight-derived value, not one per use
+                with jax.ensure_compile_time_eval():
+                    _FOLDED[key] = (eqn.primitive.bind(*values, **params), values)
+            out = _FOLDED[key][0]
         elif eqn.primitive.name in INLINED:  # jit / custom_jvp_call bodies, inlined
             inner = eqn.params[INLINED[eqn.primitive.name]]
             out = eval_rewriting(inner.jaxpr, inner.consts, *values, fold=fold)
@@ -184,4 +190,8 @@ def rewrite(closed, *specs):
     ``ShapeDtypeStruct`` inputs it was traced with, so symbolic dimensions stay the same)."""
     import jax
 
-    return jax.make_jaxpr(lambda *a: eval_rewriting(closed.jaxpr, closed.consts, *a))(*specs)
+    _FOLDED.clear()
+    try:
+        return jax.make_jaxpr(lambda *a: eval_rewriting(closed.jaxpr, closed.consts, *a))(*specs)
+    finally:
+        _FOLDED.clear()

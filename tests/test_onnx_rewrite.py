@@ -123,3 +123,20 @@ def test_while_bodies_are_rewritten():
     new = rewrite(closed, *specs)
     assert not _window_gathers(new) and "while" in _prims(new)
     np.testing.assert_array_equal(_run(new, specs, vol, pts)[0], jax.jit(f)(vol, pts))
+
+
+def test_a_weight_used_twice_is_folded_once():
+    """Unrolled iterations apply the same layer: its weight-derived constants are shared."""
+    w = np.random.default_rng(2).normal(size=(64, 64)).astype(np.float32)
+
+    def f(x):
+        for _ in range(3):
+            x = x @ jnp.asarray(w).T  # the transpose of a constant: folded
+        return x
+
+    spec = jax.ShapeDtypeStruct((2, 64), jnp.float32)
+    new = rewrite(jax.make_jaxpr(f)(spec), spec)
+    assert "transpose" not in _prims(new)
+    assert sum(np.size(c) == w.size for c in new.consts) == 1
+    x = np.ones((2, 64), np.float32)
+    np.testing.assert_allclose(_run(new, [spec], x)[0], f(x), rtol=1e-6)
