@@ -133,6 +133,7 @@ def _window_level(vol: Array, pts: Array, radius: int) -> jax.Array:
     rows = jnp.einsum("piy,pyx->pix", ty, win, precision=_HI)
     return jnp.einsum("pix,pax->pai", rows, tx, precision=_HI).reshape(p, k * k)  # x-major
 
+
 def _on_the_fly_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Array:
     """One pyramid level without the volume: (B, H, W, (2r+1)^2).
 

@@ -20,7 +20,6 @@ frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predi
 """
 from __future__ import annotations
 
-import functools
 from functools import partial
 from typing import Any, ClassVar, NamedTuple
 
@@ -164,14 +163,12 @@ class DEQRAFT(nn.Module):
         params = self.variables["params"]["update_block"]
 
         steps = iters if iters is not None else (None if train else self.eval_iters)
-        # Jacobian-penalty probes (``deq.jac_loss_weight > 0``) come from the "noise" stream.
-        key = (self.make_rng("noise") if train and self.deq.jac_loss_weight > 0
-               and self.has_rng("noise") else None)
+        key = jac_probe_key(self, self.deq, train)
         remat = train and self.remat_states and not self.is_initializing()
         step = jax.checkpoint(self._step) if remat else self._step
         states, stats = deq_fixed_point(step, params, x, z0, self.deq, train=train,
                                         max_steps=steps, key=key,
-                                        jac_f=functools.partial(self._step, detach=False))
+                                        jac_f=partial(self._step, detach=False))
 
         mask = mask_head(dtype=dtype)
         if remat:  # the same head applied purely, so that jax.checkpoint can recompute it
@@ -187,6 +184,14 @@ class DEQRAFT(nn.Module):
         if train:
             out["predictions"] = jnp.stack([f for _, f in decoded])
         return out
+
+
+def jac_probe_key(module: nn.Module, deq: DEQConfig, train: bool) -> jax.Array | None:
+    """The Jacobian penalty's probe key (``deq.jac_loss_weight > 0`` in training) from the
+    module's "noise" stream; None (``deq_fixed_point``'s default key) otherwise."""
+    if train and deq.jac_loss_weight > 0 and module.has_rng("noise"):
+        return module.make_rng("noise")
+    return None
 
 
 class _MaskHead(nn.Module):

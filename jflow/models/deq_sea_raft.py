@@ -21,7 +21,7 @@ weights). Evaluation runs ``iters``, else ``eval_iters``, else ``deq.f_max_steps
 """
 from __future__ import annotations
 
-import functools
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jflow import geometry
 from jflow.deq import DEQConfig, deq_fixed_point
 from jflow.models.corr import lookup
+from jflow.models.deq_raft import jac_probe_key
 from jflow.models.raft import check_low_res, check_state
 from jflow.models.sea_raft import (DIM, Heads, SEARAFTFields, UpdateBlock, check_inputs,
                                    context, correlation, finish, flow_head, prepare_pair,
@@ -93,12 +94,10 @@ class DEQSEARAFT(SEARAFTFields):
         params = {k: self.variables["params"][k]
                   for k in ("update_block", "flow_head_0", "flow_head_2")}
         steps = iters if iters is not None else (None if train else self.eval_iters)
-        # Jacobian-penalty probes (``deq.jac_loss_weight > 0``) come from the "noise" stream.
-        key = (self.make_rng("noise") if train and self.deq.jac_loss_weight > 0
-               and self.has_rng("noise") else None)
+        key = jac_probe_key(self, self.deq, train)
         states, stats = deq_fixed_point(self._step, params, x, z0, self.deq, train=train,
                                         max_steps=steps, key=key,
-                                        jac_f=functools.partial(self._step, detach=False))
+                                        jac_f=partial(self._step, detach=False))
 
         def decode(z):
             _, info, mask = heads(z["h"])
