@@ -36,7 +36,7 @@ def bilinear_sample(img: Array, coords: Array, *, padding: str = "zeros") -> jax
 
     ``padding="zeros"``: corners outside the image contribute 0 (torch zero padding).
     ``padding="border"``: coordinates are clamped to the image first (torch border padding).
-    Differentiable w.r.t. ``img`` and ``coords``; one flat gather per batch element.
+    Differentiable w.r.t. ``img`` and ``coords``; one flat gather per corner and batch element.
     """
     _check_padding(padding)
     img = jnp.asarray(img)
@@ -66,20 +66,18 @@ def bilinear_sample(img: Array, coords: Array, *, padding: str = "zeros") -> jax
     x0i = x0.astype(jnp.int32)
     y0i = y0.astype(jnp.int32)
 
-    idx, wts = [], []
+    flat = img.reshape(b, h * w, c).astype(dtype)
+    out = 0
     for dy, wy in ((0, wy0), (1, wy1)):
         for dx, wx in ((0, wx0), (1, wx1)):
             xi = x0i + dx
             yi = y0i + dy
             inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
-            idx.append(jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1))
-            wts.append(jnp.where(inside, wx * wy, 0))
-    idx = jnp.concatenate(idx, axis=1)  # (B, 4N)
-    wts = jnp.stack(wts, axis=1)  # (B, 4, N)
-    flat = img.reshape(b, h * w, c).astype(dtype)
-    vals = jax.vmap(lambda im, i: im[i])(flat, idx)  # (B, 4N, C)
-    vals = vals.reshape(b, 4, -1, c)
-    out = jnp.sum(vals * wts[..., None], axis=1)
+            idx = jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1)
+            corner = jax.vmap(lambda im, i: im[i])(flat, idx)  # (B, N, C)
+            # a sum of products, not jnp.sum over a corner axis: XLA:CPU hands that reduction to
+            # a library call an order of magnitude slower than this elementwise fusion
+            out = out + corner * jnp.where(inside, wx * wy, 0)[..., None]
     return out.reshape(*out_shape, c)
 
 
