@@ -90,13 +90,14 @@ def test_correlation_and_unfold_match_direct_definitions():
     rng = np.random.default_rng(0)
     f1, f2 = rng.normal(size=(2, 2, 9, 11, 5)).astype(np.float32)
     f2p = np.pad(f2, ((0, 0), (3, 3), (3, 3), (0, 0)))
-    for impl in ("patches", "scan"):
-        got = np.asarray(lfn.correlation(jnp.asarray(f1), jnp.asarray(f2), 3, impl=impl))
+    for tile in (32, 4):  # one tile per row; tiles of 4 (11 = 4 + 4 + 3 padded)
+        got = np.asarray(lfn.correlation(jnp.asarray(f1), jnp.asarray(f2), 3, tile=tile))
         for dy in (-3, 0, 2):
             for dx in (-1, 3):
                 ch = (dy + 3) * 7 + (dx + 3)  # y-major
                 want = np.mean(f1 * f2p[:, 3 + dy:12 + dy, 3 + dx:14 + dx], axis=-1)
                 np.testing.assert_allclose(got[..., ch], want, atol=1e-5)
+        assert got.shape == (2, 9, 11, 49)
     x = rng.normal(size=(1, 6, 7, 2)).astype(np.float32)
     u = np.asarray(lfn.unfold(jnp.asarray(x), 5))
     assert u.shape == (1, 6, 7, 2, 25)
