@@ -33,13 +33,14 @@ def conv_ref(x, w, b, stride, pad, dil):
     (3, 1, 4, 4),          # dilated 3x3
     (1, 2, 0, 1),          # strided shortcut
 ])
-def test_conv2d_matches_torch_semantics(kernel, stride, pad, dil):
+@pytest.mark.parametrize("stack_rows", [False, True])
+def test_conv2d_matches_torch_semantics(kernel, stride, pad, dil, stack_rows):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 11, 13, 5)).astype(np.float32)
     as_pair = lambda a: (a, a) if isinstance(a, int) else a  # noqa: E731
     p = {"kernel": rng.normal(size=(*as_pair(kernel), 5, 6)).astype(np.float32),
          "bias": rng.normal(size=6).astype(np.float32)}
-    y = Conv2d(6, kernel, stride, pad, dil).apply({"params": p}, x)
+    y = Conv2d(6, kernel, stride, pad, dil, stack_rows=stack_rows).apply({"params": p}, x)
     as_pair = lambda a: (a, a) if isinstance(a, int) else a  # noqa: E731
     ref = conv_ref(x, p["kernel"], p["bias"], as_pair(stride), as_pair(pad), as_pair(dil))
     assert y.shape == ref.shape

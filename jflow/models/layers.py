@@ -58,6 +58,9 @@ class Conv2d(nn.Module):
       init_mode: ``"torch"`` (PyTorch default uniform) or ``"kaiming"`` (normal, fan_out, ReLU
         gain) for the kernel; the bias always uses PyTorch's default.
       dtype: computation dtype (e.g. bfloat16 for mixed precision); params stay float32.
+      stack_rows: convolve the kh row-shifted copies of the input, stacked on channels, with a
+        1 x kw kernel (same sum, reordered): for few input channels (an RGB image) XLA:CPU runs
+        that about twice as fast as the kh x kw convolution.
     """
 
     features: int
@@ -69,6 +72,7 @@ class Conv2d(nn.Module):
     wnorm: bool = False
     init_mode: str = "torch"
     dtype: Any = None
+    stack_rows: bool = False
 
     @nn.compact
     def __call__(self, x: Array | Sequence[Array]) -> Array:
@@ -98,17 +102,30 @@ class Conv2d(nn.Module):
         for part in parts:
             c = part.shape[-1]
             k = kernel if len(parts) == 1 else kernel[:, :, start:start + c]
-            y = y + jax.lax.conv_general_dilated(
-                part.astype(dtype), k.astype(dtype),
-                window_strides=_pair(self.stride),
-                padding=((ph, ph), (pw, pw)),
-                rhs_dilation=_pair(self.dilation),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = y + _conv(part.astype(dtype), k.astype(dtype), _pair(self.stride), (ph, pw),
+                          _pair(self.dilation), self.stack_rows)
             start += c
         if self.use_bias:
             bias = self.param("bias", torch_uniform_init(fan_in), (self.features,), jnp.float32)
             y = y + bias.astype(dtype)
         return y
+
+
+def _conv(x: Array, k: Array, stride: tuple[int, int], pad: tuple[int, int],
+          dilation: tuple[int, int], stack_rows: bool) -> Array:
+    dn = ("NHWC", "HWIO", "NHWC")
+    (sy, sx), (ph, pw), (dy, dx) = stride, pad, dilation
+    kh, kw, cin, cout = k.shape
+    if not stack_rows or kh == 1:
+        return jax.lax.conv_general_dilated(x, k, (sy, sx), ((ph, ph), (pw, pw)),
+                                            rhs_dilation=(dy, dx), dimension_numbers=dn)
+    xp = jnp.pad(x, ((0, 0), (ph, ph), (0, 0), (0, 0)))
+    ho = (xp.shape[1] - dy * (kh - 1) - 1) // sy + 1
+    rows = jnp.concatenate([jax.lax.slice_in_dim(xp, t * dy, t * dy + sy * (ho - 1) + 1, sy, axis=1)
+                            for t in range(kh)], axis=-1)  # channel t * cin + c
+    k = jnp.moveaxis(k, 0, 1).reshape(1, kw, kh * cin, cout)
+    return jax.lax.conv_general_dilated(rows, k, (1, sx), ((0, 0), (pw, pw)),
+                                        rhs_dilation=(1, dx), dimension_numbers=dn)
 
 
 def instance_norm(x: Array, eps: float = 1e-5) -> Array:

@@ -268,7 +268,8 @@ class FeatureNet(nn.Module):
         feats = []
         for i, block in enumerate(spec):
             for j, (c, k, s) in enumerate(block):
-                x = leaky(Conv2d(c, k, s, k // 2, name=f"convs_{i}_{2 * j}")(x))
+                x = leaky(Conv2d(c, k, s, k // 2, name=f"convs_{i}_{2 * j}",
+                                 stack_rows=i == 0)(x))  # 7x7 on RGB: see Conv2d
             if i > 1:
                 feats.append(x)
         return feats[::-1]
