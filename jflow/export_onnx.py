@@ -10,7 +10,9 @@ padding, normalisation and unpadding inside, iterations / solver steps fixed) is
 with the symbolic (B, H, W) of ``--shape`` into a jaxpr of ``lax`` primitives,
 ``jflow.onnx_rewrite`` re-traces it without the patterns jax2onnx cannot convert (same numbers),
 and jax2onnx lowers that jaxpr (not the Python code: its patched ``jax.numpy`` functions do not
-see jflow's code). The weights are initializers; inputs ``image1``, ``image2`` (B, H, W, 3) and output
+see jflow's code); identical initializers are then merged (``jflow.onnx_initializers``: jax2onnx
+stores a constant broadcast once per use, i.e. per unrolled iteration). The weights are
+initializers; inputs ``image1``, ``image2`` (B, H, W, 3) and output
 ``flow`` (B, H, W, 2) keep the symbolic names as ONNX dimension parameters. DEQ solvers'
 ``while_loop`` becomes an ONNX ``Loop`` with the solver's own stopping test. The file's metadata
 (``metadata_props["jflow"]``) is the JSON of the StableHLO artifact's ``meta.json`` plus the
@@ -38,6 +40,7 @@ import numpy as np
 
 from jflow.export import (DEFAULT_SHAPE, ExportError, PreparedExport, _first_line,
                           _shape_errors, artifact_inputs, write_atomic)
+from jflow.onnx_initializers import merge_identical_initializers
 from jflow.onnx_rewrite import rewrite
 
 PyTree = Any
@@ -179,6 +182,7 @@ def export_onnx(config, variables: Mapping[str, PyTree], *, iters: int | None = 
         raise ExportError(
             f"{prep.name}: jax2onnx {_version('jax2onnx')} cannot convert this graph to ONNX "
             f"({type(e).__name__}: {_first_line(e)}); --format=stablehlo exports it") from None
+    merge_identical_initializers(proto)  # jax2onnx stores a constant broadcast once per use
     meta = {"format": "onnx", **prep.meta, "jax2onnx_version": _version("jax2onnx"),
             "onnx_version": onnx.__version__,
             "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))}
