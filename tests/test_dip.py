@@ -18,7 +18,7 @@ import pytest
 from dip_official import official_dip_state_dict, make_init_flow, make_pair
 from jflow import convert
 from jflow.models import build_model, input_padding, model_from_config, variable_shapes
-from jflow.models.dip import DIP, inverse_propagation, pyramid_levels
+from jflow.models.dip import DIP, inverse_propagation, local_search, pyramid_levels
 from jflow.models.torch_noise import torch_rand
 from jflow.torch_pickle import save_torch_state_dict
 
@@ -124,6 +124,18 @@ def test_inverse_propagation_channel_layout():
     s2 = np.concatenate(shifted, -1).transpose(0, 3, 1, 2)  # NCHW, 1280 channels
     view = s2.reshape(1, 128, 2, 5, 6, 7) * f1.transpose(0, 3, 1, 2).reshape(1, 128, 2, 1, 6, 7)
     want = view.mean(1).reshape(1, 10, 6, 7).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_local_search_channel_layout_and_edge_padding():
+    """Against ``mean_c(F1 * window)`` over the replicate-padded map at zero flow, channel
+    ``(ox + 2) * 5 + (oy + 2)``; width 37 spans several row tiles."""
+    rng = np.random.default_rng(4)
+    f1, f2 = rng.standard_normal((2, 1, 5, 37, 8)).astype(np.float32)
+    got = np.asarray(local_search(jnp.asarray(f1), jnp.asarray(f2), jnp.zeros((1, 5, 37, 2))))
+    p = np.pad(f2, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    want = np.stack([np.mean(f1 * p[:, 2 + oy:7 + oy, 2 + ox:39 + ox], -1)
+                     for ox in range(-2, 3) for oy in range(-2, 3)], -1)
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 

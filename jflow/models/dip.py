@@ -52,6 +52,7 @@ from jflow.models.layers import Conv2d, instance_norm
 from jflow.models.raft import check_images
 from jflow.models.torch_noise import torch_rand
 from jflow.models.update import ConvGRU, FlowHead, mask_head
+from jflow.models.window_corr import shifted_products
 
 Array = Any
 NOISE_KINDS = ("torch", "jax")
@@ -229,19 +230,13 @@ def inverse_propagation(f1: Array, f2: Array, flow: Array) -> Array:
 def local_search(f1: Array, f2: Array, flow: Array, radius: int = 2) -> Array:
     """The official ``PathMatch.search`` (25 channels): warp F2 at ``p + flow`` (border), pad it by
     replication, ``mean_c(F1 * window)`` for offsets (ox, oy), channel ``(ox+2)*5 + (oy+2)``.
-    The 25 windows are visited one after the other (``lax.scan`` over dynamic slices)."""
+    The windows' products are row matrix products (:mod:`jflow.models.window_corr`)."""
     b, h, w, c = f1.shape
     q = _clamp(geometry.coords_grid(b, h, w, flow.dtype) + flow, h, w)
     warped = _warp(f2, q)
-    k = 2 * radius + 1
     padded = jnp.pad(warped, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
-    offsets = jnp.asarray([(ox, oy) for ox in range(k) for oy in range(k)], jnp.int32)
-
-    def cost(offset):
-        window = jax.lax.dynamic_slice(padded, (0, offset[1], offset[0], 0), (b, h, w, c))
-        return jnp.mean(f1 * window, axis=-1)
-
-    return jnp.moveaxis(jax.lax.map(cost, offsets), 0, -1)
+    cost = shifted_products(f1, padded, radius)  # [.., oy, ox]
+    return jnp.swapaxes(cost, -1, -2).reshape(b, h, w, -1) / c
 
 
 def avg_pool(x: Array, k: int) -> Array:

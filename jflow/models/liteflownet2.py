@@ -61,6 +61,7 @@ import numpy as np
 
 from jflow import geometry
 from jflow.models.layers import Conv2d, torch_uniform_init
+from jflow.models.window_corr import shifted_products
 
 Array = Any
 
@@ -120,33 +121,16 @@ def warp(x: Array, pixel_flow: Array) -> Array:
     return out * inside[..., None].astype(out.dtype)
 
 
-def correlation(f1: Array, f2: Array, max_disp: int = 3, *, tile: int = 32) -> Array:
+def correlation(f1: Array, f2: Array, max_disp: int = 3, *, tile: int = 16) -> Array:
     """Cost volume ``mean_c f1(x) * f2(x + d)`` over d in [-r, r]^2 (zero outside), (B, H, W, (2r+1)^2).
 
     Channel ``(dy + r) * (2r + 1) + (dx + r)`` (y-major), divided by the channel count as Caffe's
-    Correlation layer does. Per vertical offset, each row's pixels are taken ``tile`` at a time
-    and dotted with the ``tile + 2r`` pixels of ``f2``'s shifted row they can reach (one batched
-    matrix product); the 2r+1 diagonals of each (tile, tile + 2r) product are the horizontal
-    offsets. Matrix products instead of per-offset elementwise reductions or a patches copy of
-    ``f2``: XLA:CPU runs them an order of magnitude faster (extra work: (tile + 2r) / (2r + 1)).
+    Correlation layer does; computed as row matrix products (:mod:`jflow.models.window_corr`).
     """
     b, h, w, c = f1.shape
     r = max_disp
-    n = 2 * r + 1
-    t = min(tile, w)
-    nt = -(-w // t)
-    wide = t + 2 * r
-    f1t = jnp.pad(f1, ((0, 0), (0, 0), (0, nt * t - w), (0, 0))).reshape(b, h, nt, t, c)
-    f2p = jnp.pad(f2, ((0, 0), (r, r), (r, r + nt * t - w), (0, 0)))
-    out = []
-    for dy in range(n):
-        rows = f2p[:, dy:dy + h]
-        win = jnp.stack([rows[:, :, j * t:j * t + wide] for j in range(nt)], axis=2)
-        m = jnp.einsum("bhjtc,bhjvc->bhjtv", f1t, win, precision=jax.lax.Precision.HIGHEST)
-        # m[.., i, i + k] is offset k - r: flat index i * (wide + 1) + k after padding by t
-        m = jnp.pad(m.reshape(b, h, nt, t * wide), ((0, 0), (0, 0), (0, 0), (0, t)))
-        out.append(m.reshape(b, h, nt * t, wide + 1)[:, :, :w, :n])
-    return jnp.stack(out, axis=3).reshape(b, h, w, n * n) / c
+    f2p = jnp.pad(f2, ((0, 0), (r, r), (r, r), (0, 0)))
+    return shifted_products(f1, f2p, r, tile=tile).reshape(b, h, w, -1) / c
 
 
 def unfold(x: Array, k: int) -> Array:
