@@ -4,6 +4,7 @@ loss and the trainer. Agreement with the official code in float64 is checked by 
 import importlib.util
 import pathlib
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -242,3 +243,21 @@ def test_depthwise_conv_equals_grouped_convolution():
         feature_group_count=6, precision=jax.lax.Precision.HIGHEST) + p["bias"]
     np.testing.assert_allclose(np.asarray(layer.apply(variables, x)), np.asarray(want),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_convnext_block_takes_channel_parts():
+    """A tuple of channel parts is the block on their concatenation (the update passes net,
+    context and motion features apart so that the context's depthwise filter is shared)."""
+    from jflow.models.sea_raft import ConvNextBlock, DepthwiseConv
+
+    rng = np.random.default_rng(6)
+    parts = tuple(jnp.asarray(rng.normal(size=(1, 7, 9, c)), jnp.float32) for c in (4, 3, 5))
+    whole = jnp.concatenate(parts, axis=-1)
+    for layer in (DepthwiseConv(7), ConvNextBlock(4)):
+        variables = layer.init(jax.random.PRNGKey(2), whole)
+        variables = jax.tree.map(lambda a: a + 0.3, variables)  # gamma far from its 1e-6 init
+        np.testing.assert_allclose(np.asarray(layer.apply(variables, parts)),
+                                   np.asarray(layer.apply(variables, whole)), rtol=1e-5,
+                                   atol=1e-5)
+        with pytest.raises(flax.errors.ScopeParamShapeError):  # parts must fill the kernel
+            layer.apply(variables, parts[:2])
