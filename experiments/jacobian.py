@@ -1,6 +1,6 @@
 """Jacobian regularisation of a trained DEQ-RAFT: solver steps, fixed-point reuse and accuracy.
 
-    python experiments/jacobian.py --checkpoint=runs/quickstart [--weights=0,1,3,10 --steps=300]
+    python experiments/jacobian.py --checkpoint=runs/quickstart [--weights=0,1,2,3,10 --steps=300]
 
 From the same start (``--checkpoint``: the README quick-start model, DEQ-RAFT-T after 300
 steps), trains ``--steps`` more steps of the quick-start recipe (``configs/deq_raft.py``, warm
@@ -8,9 +8,9 @@ start through ``config.train.init_from``) once per weight of ``config.deq.jac_lo
 ``--weights`` (0 = the control: the same extra training without the penalty), each in
 ``--runs/jac_<w>`` (an existing finished run is reused, not retrained). Then, for every run:
 synthetic validation EPE (the trainer's), the mean Jacobian penalty of its last logged steps, the
-solvers of ``experiments/solvers.py`` (``--solvers``) on the same two problems (two Sintel demo
-pairs at 104x256, four synthetic 64x96 pairs; relative residual, at most 100 steps) with the
-steps to 1e-2 / 2e-3 / 1e-3, and the fixed-point reuse of ``experiments/reuse.py`` along the demo
+solvers of ``experiments/solvers.py`` (``--solvers``) on the same two problems (``--pairs``
+consecutive Sintel demo pairs at 104x256, default all 9; four synthetic 64x96 pairs; relative
+residual, at most 100 steps) with the steps to 1e-2 / 2e-3 / 1e-3, and the fixed-point reuse of ``experiments/reuse.py`` along the demo
 clip (Anderson, tolerance ``--reuse_tol``). Runtime on 2 loaded CPU cores: ~8 min of training per
 weight plus ~3 min of measurements per run. Writes ``experiments/results/jacobian.{csv,json}``
 and ``jacobian_steps.png`` (steps to 1e-3 on Sintel per weight and solver).
@@ -69,17 +69,18 @@ def reuse_ratio(workdir: str, tol: float, frames: str, scale: float) -> dict:
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, help="the quick-start run (start of every run)")
-    p.add_argument("--weights", default="0,1,3,10")
+    p.add_argument("--weights", default="0,1,2,3,10")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--runs", default="runs", help="parent folder of the jac_<w> workdirs")
     p.add_argument("--solvers", default="naive,anderson,broyden")
     p.add_argument("--reuse_tol", type=float, default=1e-3)
     p.add_argument("--frames", default=common.SINTEL_DEMO)
     p.add_argument("--scale", type=float, default=0.25)
+    p.add_argument("--pairs", type=int, default=9, help="consecutive Sintel demo pairs")
     p.add_argument("--out", default=common.RESULTS)
     a = p.parse_args(argv)
-    names = [s for s in a.solvers.split(",") if s]
-    problems = [solvers.sintel_batch(a.frames, a.scale), solvers.synthetic_batch()]
+    names = solvers.split_solvers(a.solvers)
+    problems = [solvers.sintel_batch(a.frames, a.scale, a.pairs), solvers.synthetic_batch()]
     rows = []
     for w in (float(x) for x in a.weights.split(",")):
         workdir = os.path.join(a.runs, f"jac_{w:g}")

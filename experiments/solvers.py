@@ -4,8 +4,9 @@
 
 The checkpoint is the README quick-start model (DEQ-RAFT-T trained 300 steps on synthetic 64x96
 pairs: ``python -m jflow.main --config=configs/deq_raft.py --workdir=runs/quickstart``). Problems:
-(a) two Sintel demo pairs (frames 1-2 and 3-4 of ``--frames``, default the frames shipped in
-``jflow/data/demo``) downscaled by ``--scale`` (0.25: 104x256), one batch of 2; (b) four synthetic
+(a) ``--pairs`` consecutive Sintel demo pairs (default 9: every pair of the 10 frames of
+``--frames``, default those shipped in ``jflow/data/demo``) downscaled by ``--scale`` (0.25:
+104x256), one batch; (b) four synthetic
 64x96 pairs (``SyntheticFlow(4, 64, 96, seed=999)``, the training distribution), one batch of 4;
 (c) a toy contractive map ``z = tanh(W z + x)`` (W symmetric, eigenvalues in [-0.475, 0.95], dim
 256, batch 4). Every solve stops per sample on the relative residual ``--tol`` (1e-3; toy 1e-5)
@@ -66,6 +67,11 @@ def parse_solver(spec: str) -> tuple[str, dict]:
     return name, kwargs
 
 
+def split_solvers(arg: str) -> list[str]:
+    """``--solvers``: split on ';' when there is one (options may hold commas), else on ','."""
+    return [s for s in arg.split(";" if ";" in arg else ",") if s]
+
+
 def toy_problem(dim: int = 256, batch: int = 4, rho: float = 0.95, seed: int = 0):
     """``f(z) = tanh(z W^T + x)``, W symmetric with eigenvalues in [-rho/2, rho], z0 = 0."""
     rng = np.random.default_rng(seed)
@@ -120,11 +126,15 @@ def run_toy(solvers, max_steps: int, tol: float = 1e-5) -> list[dict]:
     return rows
 
 
-def sintel_batch(frames_dir: str, scale: float):
-    frames, names = common.demo_frames(frames_dir, scale=scale, count=4)
-    im1 = np.stack([frames[0], frames[2]]).astype(np.float32)
-    im2 = np.stack([frames[1], frames[3]]).astype(np.float32)
-    return f"sintel {im1.shape[1]}x{im1.shape[2]} ({names[0]}..{names[3]}, 2 pairs)", im1, im2
+def sintel_batch(frames_dir: str, scale: float, pairs: int = 9):
+    """The first ``pairs`` consecutive pairs (frames k, k+1) of the demo clip, one batch."""
+    frames, names = common.demo_frames(frames_dir, scale=scale, count=pairs + 1)
+    if len(frames) < pairs + 1:
+        raise ValueError(f"--pairs={pairs}: only {len(frames)} frames in {frames_dir}")
+    im1 = np.stack(frames[:pairs]).astype(np.float32)
+    im2 = np.stack(frames[1:pairs + 1]).astype(np.float32)
+    return (f"sintel {im1.shape[1]}x{im1.shape[2]} ({names[0]}..{names[pairs]}, {pairs} pairs)",
+            im1, im2)
 
 
 def synthetic_batch(count: int = 4, height: int = 64, width: int = 96, seed: int = 999):
@@ -191,21 +201,24 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--solvers", default=",".join(SOLVERS))
+    p.add_argument("--solvers", default=",".join(SOLVERS),
+                   help="comma-separated; ';'-separated when options have commas "
+                        "('naive;anderson:memory=3,beta=0.8')")
     p.add_argument("--max_steps", type=int, default=100, help="DEQ-RAFT solver steps")
     p.add_argument("--tol", type=float, default=1e-3, help="DEQ-RAFT relative tolerance")
     p.add_argument("--toy_steps", type=int, default=100, help="toy problem solver steps")
     p.add_argument("--scale", type=float, default=0.25, help="Sintel demo downscaling")
     p.add_argument("--frames", default=common.SINTEL_DEMO, help="Sintel demo frames directory")
+    p.add_argument("--pairs", type=int, default=9, help="consecutive Sintel demo pairs")
     p.add_argument("--checkpoint", default=None, help="DEQ-RAFT-T jflow checkpoint")
     p.add_argument("--out", default=common.RESULTS)
     a = p.parse_args(argv)
-    solvers = [s for s in a.solvers.split(",") if s]
+    solvers = split_solvers(a.solvers)
     note = None if a.checkpoint else common.RANDOM_WEIGHTS_NOTE
     if note:
         print("NOTE:", note, flush=True)
     toy = run_toy(solvers, a.toy_steps)
-    problems = [sintel_batch(a.frames, a.scale), synthetic_batch()]
+    problems = [sintel_batch(a.frames, a.scale, a.pairs), synthetic_batch()]
     deq = run_deq_raft(solvers, a.max_steps, problems, a.checkpoint, a.tol)
     base = os.path.join(a.out, "solvers")
     rows = toy + deq
