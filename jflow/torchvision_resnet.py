@@ -81,15 +81,8 @@ def init_encoders(variables: dict, state: dict[str, np.ndarray], source: str = "
         raise ConversionError("config.model.init_encoder_from: the model has no SEA-RAFT "
                               "ResNet-FPN encoders (cnet, fnet); only sea_raft and deq_sea_raft "
                               "take torchvision weights")
-    tv = resnet_blocks(state, source)
     want = encoder_blocks(params, "fnet")
-    if tv[:3] != want:
-        have = f"ResNet-{DEPTHS[tv]}" if tv in DEPTHS else f"a ResNet with blocks {tv}"
-        need = {(2, 2, 2): "resnet18 (SEA-RAFT S)", (3, 4, 6): "resnet34 (SEA-RAFT M, L)"}
-        raise ConversionError(
-            f"{source} is {have} (blocks per stage {tv}) but the model's encoders have "
-            f"{want} blocks in their 3 stages: use a torchvision "
-            f"{need.get(want, 'ResNet with matching stages')} checkpoint")
+    _check_depth(resnet_blocks(state, source), want, source)
 
     tree = {"params": _copy(params), "batch_stats": _copy(stats)}
     for net in ENCODERS:
@@ -121,14 +114,48 @@ def init_encoders(variables: dict, state: dict[str, np.ndarray], source: str = "
     return tree
 
 
-def init_encoders_from(path: str | os.PathLike, variables: dict) -> dict:
-    """:func:`init_encoders` with the state_dict read from ``path`` (``.pth`` or
-    ``.safetensors``)."""
+def _check_depth(tv: tuple[int, ...], want: tuple[int, ...], source: str) -> None:
+    if tv[:3] != want:
+        have = f"ResNet-{DEPTHS[tv]}" if tv in DEPTHS else f"a ResNet with blocks {tv}"
+        need = {(2, 2, 2): "resnet18 (SEA-RAFT S)", (3, 4, 6): "resnet34 (SEA-RAFT M, L)"}
+        raise ConversionError(
+            f"{source} is {have} (blocks per stage {tv}) but the model's encoders have "
+            f"{want} blocks in their 3 stages: use a torchvision "
+            f"{need.get(want, 'ResNet with matching stages')} checkpoint")
+
+
+def _read(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ConversionError(f"config.model.init_encoder_from: {path} is not a file (a "
                               "torchvision resnet18-*.pth / resnet34-*.pth checkpoint)")
-    return init_encoders(variables, load_state_dict(path), path)
+    return path, load_state_dict(path)
+
+
+def read_for_config(path: str | os.PathLike, config: Any) -> dict[str, np.ndarray]:
+    """The state_dict of ``config.model.init_encoder_from``, checked against the config alone
+    (a readable torchvision BasicBlock ResNet of the depth the SEA-RAFT size needs, a model
+    that has the encoders) so that a wrong path or file is one :class:`ConversionError` before
+    any model is built or compiled."""
+    from jflow.models.sea_raft import SEA_RAFT_SIZES
+
+    path, state = _read(path)
+    name, size = str(config.model.name), str(config.model.get("size", "")).upper()
+    if name not in ("sea_raft", "deq_sea_raft") or size not in SEA_RAFT_SIZES:
+        raise ConversionError(f"config.model.init_encoder_from: model {name} (size {size or '-'})"
+                              " has no SEA-RAFT ResNet-FPN encoders; only sea_raft and "
+                              "deq_sea_raft (sizes S, M, L) take torchvision weights")
+    _check_depth(resnet_blocks(state, path), SEA_RAFT_SIZES[size][0], path)
+    return state
+
+
+def init_encoders_from(path: str | os.PathLike, variables: dict,
+                       state: dict[str, np.ndarray] | None = None) -> dict:
+    """:func:`init_encoders` with the state_dict read from ``path`` (``.pth`` or
+    ``.safetensors``), or ``state`` when given (already read from ``path``)."""
+    if state is None:
+        path, state = _read(path)
+    return init_encoders(variables, state, os.fspath(path))
 
 
 def _copy(tree: Any) -> Any:

@@ -166,17 +166,19 @@ def state_from_weights(params: PyTree, batch_stats: PyTree, config: ml_collectio
                       opt_state=opt_state)
 
 
-def init_encoders(state: TrainState, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
-                  ) -> TrainState:
+def init_encoders(state: TrainState, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                  tv_state: dict | None = None) -> TrainState:
     """A fresh state with SEA-RAFT's encoders initialised from the torchvision ImageNet ResNet in
     ``config.model.init_encoder_from`` (:mod:`jflow.torchvision_resnet`), as the official
-    training does; ``state`` itself when the field is empty or absent."""
+    training does; ``state`` itself when the field is empty or absent. ``tv_state``: that
+    file's state_dict already read (``torchvision_resnet.read_for_config``)."""
     path = config.model.get("init_encoder_from", "")
     if not path:
         return state
     from jflow.torchvision_resnet import init_encoders_from
     variables = init_encoders_from(path, jax.device_get({"params": state.params,
-                                                         "batch_stats": state.batch_stats}))
+                                                         "batch_stats": state.batch_stats}),
+                                   tv_state)
     print(f"Initialised the encoders from {path} (torchvision ResNet)", flush=True)
     return state_from_weights(variables["params"], variables["batch_stats"], config, mesh)
 
@@ -347,7 +349,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         print(f"Resumed from step {step0} ({os.path.join(ckpt_dir, str(step0))})", flush=True)
     else:
         step0 = 0
-        state = init_encoders(create_train_state(model, config, mesh), config, mesh)
+        tv_state = None
+        if config.model.get("init_encoder_from", ""):  # a bad file fails here, before the init
+            from jflow.torchvision_resnet import read_for_config
+            tv_state = read_for_config(config.model.init_encoder_from, config)
+        state = init_encoders(create_train_state(model, config, mesh), config, mesh, tv_state)
         if t.init_from:
             loaded = ckpt_lib.load_params(t.init_from)
             state = state_from_weights(loaded["params"], loaded["batch_stats"] or state.batch_stats,

@@ -141,3 +141,31 @@ def test_wrong_depth_bottleneck_other_files_and_models_are_one_error(s_variables
         init_encoders_from(junk, s_variables)
     from jflow.errors import UserError
     assert isinstance(e.value, UserError) and "junk.pth" in str(e.value)
+
+
+def test_bad_encoder_file_fails_before_the_model_is_initialised(tmp_path, monkeypatch):
+    """A missing, unreadable or wrong-depth ``init_encoder_from`` is one user error raised by
+    the trainer before any parameter is created (nothing compiled, nothing written)."""
+    from jflow.errors import UserError
+
+    def no_init(*a, **k):
+        raise AssertionError("the model was initialised before the file was checked")
+
+    monkeypatch.setattr(train, "create_train_state", no_init)
+    r34, junk = tmp_path / "resnet34.pth", tmp_path / "junk.pth"
+    save_torch_state_dict(torchvision_resnet((3, 4, 6, 3)), r34)
+    junk.write_bytes(b"not a checkpoint")
+    cases = [(tmp_path / "missing.pth", "is not a file"), (junk, str(junk)),
+             (r34, r"ResNet-34 .*resnet18 \(SEA-RAFT S\)")]
+    for i, (path, match) in enumerate(cases):
+        c = _sea_raft_config()
+        c.model.init_encoder_from = str(path)
+        with pytest.raises(UserError, match=match):
+            train.train_and_evaluate(c, str(tmp_path / f"run{i}"))
+        assert not (tmp_path / f"run{i}" / "checkpoints").exists() or not any(
+            (tmp_path / f"run{i}" / "checkpoints").iterdir())
+    from configs_for_tests import load_config_module
+    c = load_config_module("raft").get_config("smoke")
+    c.model.init_encoder_from = str(r34)
+    with pytest.raises(ConversionError, match="only sea_raft and deq_sea_raft"):
+        train.train_and_evaluate(c, str(tmp_path / "raft"))
