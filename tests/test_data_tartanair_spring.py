@@ -88,3 +88,29 @@ def test_missing_incomplete_and_corrupt_files_are_named(root, tmp_path):
     os.remove(tmp_path / "spring/train/0001/flow_BW_right/flow_BW_right_0002.flo5")
     with pytest.raises(DatasetError, match="flow_BW_right_0002.flo5"):
         Spring(str(tmp_path / "spring"))
+
+
+def test_tartanair_fractional_validity_through_the_sparse_resize(root):
+    """SEA-RAFT keeps ``1 - mask/100`` fractional: a resized sample scatters only validity >= 1
+    (mask 0), an unresized one keeps validity > 0.5 (masks 0, 1, 10)."""
+    from jflow.data.augment import Augmentor, resize_sparse_flow
+
+    base, data, _ = root
+    s = TartanAir(os.path.join(base, "tartanair"))[1]
+    flow, mask = data[(0, "flow", 1)]
+    np.testing.assert_array_equal(s["valid_resize"], mask == 0)
+    crop = (s["flow"].shape[0] - 1, s["flow"].shape[1] - 1)  # scale 1 and a crop offset 0 or 1
+    params = P.AugmentParams(True, 0.0, 0.0, False)
+
+    def crops(valid):
+        return [valid[y:y + crop[0], x:x + crop[1]] for y in (0, 1) for x in (0, 1)]
+
+    for prob, keep in ((1.0, mask == 0), (0.0, mask < 100)):
+        out = Augmentor(crop, params, eraser_prob=0.0, spatial_prob=prob)(
+            s, np.random.default_rng(0))
+        assert "valid_resize" not in out
+        if prob:
+            keep = resize_sparse_flow(s["flow"], keep, 1.0, 1.0)[1]
+        assert any(np.array_equal(out["valid"], c) for c in crops(keep))
+        other = resize_sparse_flow(s["flow"], mask < 100, 1.0, 1.0)[1] if prob else mask == 0
+        assert not any(np.array_equal(out["valid"], c) for c in crops(other))

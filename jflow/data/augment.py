@@ -9,7 +9,9 @@ Sparse (KITTI, HD1K): shared jitter (0.3, 0.3, 0.3, hue 0.3/3.14); no stretch, c
 `(crop + 1) / size`; valid points are scattered to `round(x * s)` and kept only inside
 `0 < x < W'`, `0 < y < H'`; h-flip only; crop corner `y0 ~ [0, H-ch+20)`, `x0 ~ [-50, W-cw+50)`
 then clipped; with `pad_to_crop` (SEA-RAFT) an image smaller than the crop is first zero-padded
-at the bottom/right (invalid there). Eraser for both: p 0.5, 1-2 boxes with sides in [50, 100) filled with image 2's
+at the bottom/right (invalid there). A sample with a `valid_resize` mask (fractional validity,
+TartanAir's `1 - mask/100`) scatters only those points when resized (SEA-RAFT keeps validity
+>= 1 there) and keeps `valid` (> 0.5) when not. Eraser for both: p 0.5, 1-2 boxes with sides in [50, 100) filled with image 2's
 mean colour.
 
 Dense `valid` is resized bilinearly and kept where every contributing pixel was valid, then
@@ -59,10 +61,13 @@ class Augmentor:
         flow = np.asarray(sample["flow"], np.float32)
         valid = np.asarray(sample["valid"], bool)
         if self.params.sparse:
-            img1, img2, flow, valid = self.spatial_sparse(img1, img2, flow, valid, rng)
+            strict = sample.get("valid_resize")
+            img1, img2, flow, valid = self.spatial_sparse(
+                img1, img2, flow, valid, rng, None if strict is None else np.asarray(strict, bool))
         else:
             img1, img2, flow, valid = self.spatial_dense(img1, img2, flow, valid, rng)
         out = dict(sample)
+        out.pop("valid_resize", None)
         out.update(
             image1=np.ascontiguousarray(img1),
             image2=np.ascontiguousarray(img2),
@@ -115,9 +120,13 @@ class Augmentor:
         x0 = _randint(rng, 0, img1.shape[1] - cw)
         return _crop(img1, img2, flow, valid, y0, x0, self.crop)
 
-    def spatial_sparse(self, img1, img2, flow, valid, rng: np.random.Generator):
+    def spatial_sparse(self, img1, img2, flow, valid, rng: np.random.Generator,
+                       valid_resize: np.ndarray | None = None):
+        """``valid_resize``: the points a resize keeps (default ``valid``)."""
         ch, cw = self.crop
         if self.params.pad_to_crop:
+            if valid_resize is not None:
+                valid_resize = _pad_to(img1, img2, flow, valid_resize, self.crop)[3]
             img1, img2, flow, valid = _pad_to(img1, img2, flow, valid, self.crop)
         ht, wd = img1.shape[:2]
         min_scale = max((ch + 1) / ht, (cw + 1) / wd)
@@ -125,7 +134,8 @@ class Augmentor:
         sx = sy = max(scale, min_scale)
         if rng.random() < self.spatial_prob:
             img1, img2 = resize_bilinear(img1, sx, sy), resize_bilinear(img2, sx, sy)
-            flow, valid = resize_sparse_flow(flow, valid, sx, sy)
+            flow, valid = resize_sparse_flow(flow, valid if valid_resize is None else valid_resize,
+                                             sx, sy)
         if self.params.do_flip and rng.random() < self.h_flip_prob:
             img1, img2, flow, valid = _hflip(img1, img2, flow, valid)
         img1, img2, flow, valid = _at_least(img1, img2, flow, valid, self.crop, sparse=True)

@@ -101,8 +101,12 @@ class FlowDataset:
         raise DatasetError(f"{self.name}: no readable sample among {n}")
 
     def read(self, index: int) -> Sample:
-        """Read sample `index` from disk; `CorruptSampleError` names the files on failure."""
+        """Read sample `index` from disk; `CorruptSampleError` names the files on failure.
+
+        `valid` is the reader's validity > 0.5; a fractional validity (TartanAir) also gives
+        `valid_resize`, the points with validity >= 1 that a sparse resize keeps (augment)."""
         rec = self.records[index]
+        extra = {}
         try:
             from jflow import io as jio
 
@@ -114,9 +118,12 @@ class FlowDataset:
             else:
                 flow, valid = self.flow_reader(rec.flow)
                 flow = np.asarray(flow, np.float32)[..., :2]
-                valid = dense_valid(flow) if valid is None else np.asarray(valid) > 0.5
+                raw = None if valid is None else np.asarray(valid)
+                valid = dense_valid(flow) if raw is None else raw > 0.5
                 valid &= np.isfinite(flow).all(-1)
                 flow = np.where(valid[..., None], flow, 0.0).astype(np.float32)
+                if raw is not None and raw.dtype.kind == "f" and np.any((raw > 0) & (raw < 1)):
+                    extra["valid_resize"] = valid & (raw >= 1)  # fractional: see augment
         except (OSError, ValueError, EOFError) as err:
             files = ", ".join(p for p in (rec.image1, rec.image2, rec.flow) if p)
             raise CorruptSampleError(f"{self.name} sample {index} [{files}]: {err}") from err
@@ -127,7 +134,7 @@ class FlowDataset:
             )
         meta = dict(dataset=self.name, scene=rec.scene, frame=rec.frame, path=rec.image1,
                     has_gt=rec.flow is not None)
-        return dict(image1=img1, image2=img2, flow=flow, valid=valid, meta=meta)
+        return dict(image1=img1, image2=img2, flow=flow, valid=valid, meta=meta, **extra)
 
     def scenes(self) -> dict[str, list[int]]:
         """Sample indices per scene, in frame order (video tools reset state between scenes)."""

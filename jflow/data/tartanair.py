@@ -20,8 +20,9 @@ LAYOUT = """\
 
 def read_tartanair_flow(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(flow, validity): ``<i>_<j>_flow.npy`` and, beside it, ``<i>_<j>_mask.npy``; validity is
-    SEA-RAFT's ``1 - mask/100`` (the loader keeps pixels with validity > 0.5: masks 0, 1 and 10;
-    100 is invalid). No pickles are loaded."""
+    SEA-RAFT's ``1 - mask/100`` (the dataset keeps pixels with validity > 0.5: masks 0, 1 and 10;
+    100 is invalid; a resizing augmentation only validity >= 1, mask 0, as SEA-RAFT's sparse
+    resize). No pickles are loaded."""
     if not path.endswith("_flow.npy"):
         raise ValueError(f"{path}: expected a TartanAir <i>_<j>_flow.npy file")
     mask_path = path[: -len("_flow.npy")] + "_mask.npy"
