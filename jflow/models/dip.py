@@ -199,31 +199,27 @@ def inverse_propagation(f1: Array, f2: Array, flow: Array) -> Array:
 
     Here the 5C-channel tensor is never built: a replicate-padded shift of F2 sampled at the
     border-clamped point equals F2 sampled at the clamped point + shift, clamped again, so each
-    (shift, bilinear corner) pair is one gather of F2, multiplied by F1's channels ``i // 5`` and
-    binned by ``i % 10``; the 20 pairs run one after the other (``lax.scan``).
+    shift is one warp of F2 (its four corners summed), multiplied by F1's channels ``i // 5`` and
+    binned by ``i % 10`` (one product with a 0/1 matrix); the 5 shifts run one after the other
+    (``lax.scan``).
     """
     b, h, w, c = f1.shape
     if c % 2 or f2.shape != f1.shape:
         raise ValueError(f"inverse_propagation: feature maps {f1.shape}, {f2.shape}")
     q = _clamp(geometry.coords_grid(b, h, w, flow.dtype) + flow, h, w)
-    flat = f2.reshape(b, h * w, c)
-    pairs = [(s, d, k) for s, d in enumerate(SHIFTS) for k in CORNERS]
-    shift_ids = jnp.asarray([p[0] for p in pairs], jnp.int32)
-    offsets = jnp.asarray([p[1] for p in pairs], q.dtype)
-    corners = jnp.asarray([p[2] for p in pairs], jnp.int32)
     bins = jnp.arange(10)
 
     def body(out, xs):
-        s, offset, corner = xs
+        s, offset = xs
         i = s * c + jnp.arange(c)  # warped channel index in the official 5C layout
         g1 = jnp.take(f1, i // 5, axis=-1)
         onehot = (i[:, None] % 10 == bins[None]).astype(f1.dtype)
-        prod = _corner(flat, _clamp(q + offset, h, w), corner, h, w) * g1
+        prod = _warp(f2, _clamp(q + offset, h, w)) * g1
         return out + jnp.einsum("bhwc,cj->bhwj", prod, onehot,
                                 precision=jax.lax.Precision.HIGHEST), None
 
     out, _ = jax.lax.scan(body, jnp.zeros((b, h, w, 10), f1.dtype),
-                          (shift_ids, offsets, corners))
+                          (jnp.arange(len(SHIFTS)), jnp.asarray(SHIFTS, q.dtype)))
     return out / (c // 2)
 
 
