@@ -272,8 +272,8 @@ def export_model(config, variables: Mapping[str, PyTree], *, iters: int | None =
     ``iters``: update iterations / DEQ solver max steps (None: the config's ``eval_iters`` or the
     DEQ evaluation steps, as ``FlowPredictor``); ``shape``: symbolic (B, H, W) spec; ``padding``:
     "sintel" | "kitti" (``InputPadder`` mode); ``platforms``: lowering platforms (default: the
-    current backend); ``constraints``: extra symbolic-shape constraints such as ``"b <= 64"``
-    (LiteFlowNet2 picks its correlation implementation by size). Raises :class:`ExportError`
+    current backend); ``constraints``: extra symbolic-shape constraints such as ``"b <= 64"``.
+    Raises :class:`ExportError`
     for what cannot be exported. ``jflow.export_onnx.export_onnx`` takes the same arguments.
     """
     import jax
