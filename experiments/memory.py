@@ -16,8 +16,9 @@ The paper's setting (Bai et al. 2022 compare training memory at the FlyingChairs
     python experiments/memory.py --paper
 
 measures DEQ-RAFT-B (36 naive solver steps, one phantom step, one supervised state; and with
-deq-flow v2's Chairs recipe of 6 correction states), each without and with the recomputation
-options (``model.remat_encoder``; ``+ model.remat_states``), against RAFT with 12 update
+deq-flow v2's Chairs recipe of 6 correction states), each without and with the training-memory
+options (``model.remat_encoder``; ``+ model.remat_states``; ``+ model.corr_feature_grad``),
+against RAFT with 12 update
 iterations at 368x496, batch 1, and merges those rows into the existing results (the step sweep
 is kept).
 
@@ -122,7 +123,9 @@ def main(argv=None) -> list[dict]:
 
 
 REMATS = (("", {}), (", remat encoder", {"remat_encoder": True}),
-          (", remat encoder + states", {"remat_encoder": True, "remat_states": True}))
+          (", remat encoder + states", {"remat_encoder": True, "remat_states": True}),
+          (", remat encoder + states + corr feature grad",
+           {"remat_encoder": True, "remat_states": True, "corr_feature_grad": True}))
 
 
 def paper_deq(n_states: int, **remat):

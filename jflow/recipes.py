@@ -213,6 +213,7 @@ def deq_config(name: str, arg: str | None) -> ml_collections.ConfigDict:
     # experiments/README.md: the encoders' recomputation saves a third at no measured time cost).
     c.model.remat_encoder = True
     c.model.remat_states = False
+    c.model.corr_feature_grad = False
     c.deq = ml_collections.ConfigDict(dict(
         solver="naive", f_max_steps=s["f_max_steps"], f_tol=1e-3, f_stop_mode="abs",
         return_rule="official_naive", grad="phantom", phantom_steps=s["phantom_steps"], tau=1.0,

@@ -1,17 +1,20 @@
 """DEQ-RAFT's training-memory options recompute instead of store: same loss and gradients."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jflow import benchmark
 from jflow.models import build_model, random_variables
+from jflow.models.corr import build_corr, lookup
 
 DEQ = dict(solver="naive", f_max_steps=3, n_states=2, phantom_steps=1, grad="phantom")
 
 
-def _loss_and_grads(remat_encoder, remat_states, variables=None):
+def _loss_and_grads(remat_encoder, remat_states, corr_feature_grad=False, variables=None):
     model = build_model({"name": "deq_raft", "size": "T", "remat_encoder": remat_encoder,
-                         "remat_states": remat_states}, DEQ)
+                         "remat_states": remat_states, "corr_feature_grad": corr_feature_grad},
+                        DEQ)
     if variables is None:
         variables = random_variables(model, seed=1)
     im1, im2 = benchmark.random_images(32, 48, 2, seed=1)
@@ -24,10 +27,10 @@ def reference():
     return _loss_and_grads(False, False)
 
 
-@pytest.mark.parametrize("remat_encoder, remat_states", [(True, True)])
-def test_remat_gives_the_same_loss_and_gradients(reference, remat_encoder, remat_states):
+@pytest.mark.parametrize("options", [(True, True, True)])
+def test_remat_gives_the_same_loss_and_gradients(reference, options):
     variables, loss0, g0 = reference
-    _, loss1, g1 = _loss_and_grads(remat_encoder, remat_states, variables)
+    _, loss1, g1 = _loss_and_grads(*options, variables=variables)
     assert loss1 == pytest.approx(loss0, rel=1e-5)
     flat0, tree0 = jax.tree_util.tree_flatten_with_path(g0)
     flat1, tree1 = jax.tree_util.tree_flatten_with_path(g1)
@@ -41,3 +44,23 @@ def test_remat_gives_the_same_loss_and_gradients(reference, remat_encoder, remat
         tol = 1e-4 * np.abs(a).max() + 1e-6 * gmax
         assert np.abs(a - b).max() <= tol, jax.tree_util.keystr(path)
 
+
+
+def test_corr_feature_grad_gives_the_pyramid_gradients():
+    """The lookups' feature-map gradients from the windows equal those through the (HW)^2
+    pyramid, coordinates too (near and beyond the borders, every level)."""
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
+    f1, f2 = (jax.random.normal(k, (2, 12, 18, 16)) for k in (k1, k2))
+    coords = jax.random.uniform(k3, (2, 12, 18, 2), minval=-3.0, maxval=20.0)
+    weights = jax.random.normal(k4, (2, 12, 18, 4 * 81))
+
+    def loss(f1, f2, coords, feature_grad):
+        corr = build_corr(f1, f2, feature_grad=feature_grad)
+        return jnp.sum(lookup(corr, coords) * weights)
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)
+    (v0, g0), (v1, g1) = grad(f1, f2, coords, False), grad(f1, f2, coords, True)
+    assert float(v1) == pytest.approx(float(v0), rel=1e-5)
+    for a, b in zip(g0, g1):
+        assert float(jnp.abs(a).max()) > 0
+        assert float(jnp.abs(a - b).max()) <= 1e-5 * float(jnp.abs(a).max())

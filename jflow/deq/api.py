@@ -9,6 +9,7 @@ from jflow.deq import stats as stats_lib
 from jflow.deq.adjoint import BackwardSolve, implicit_step, phantom_steps
 from jflow.deq.config import DEQConfig
 from jflow.deq.correction import indexing_positions, segment_lengths
+from jflow.deq.ordered import Chain
 from jflow.deq.regularize import jacobian_penalty
 from jflow.deq.solve import solve
 from jflow.deq.solvers import get_solver
@@ -27,6 +28,8 @@ def deq_fixed_point(
     max_steps: int | None = None,
     key: jax.Array | None = None,
     jac_f: Callable[[PyTree, PyTree, PyTree], PyTree] | None = None,
+    readout: Callable[[PyTree], PyTree] | None = None,
+    ordered: bool = False,
 ) -> tuple[list[PyTree], dict]:
     """Solves ``z = f(params, z, x)`` from ``z0``; returns ``(states, stats)``.
 
@@ -40,6 +43,11 @@ def deq_fixed_point(
     scalar, the Jacobian penalty at the fixed point; ``key`` seeds its probes, default key 0).
     ``jac_f`` is the map whose Jacobian is penalised when it differs from ``f`` (a model that
     detaches part of the state inside ``f`` passes the undetached map: the solver iterates it).
+    ``readout``: applied to each returned state (``states`` then holds its outputs; a sliced
+    segment still starts from the state itself). ``ordered`` (training, phantom / IFT gradients):
+    each state's gradient steps and readout keep only their input and are recomputed in the
+    backward pass one state at a time, last first (``jflow.deq.ordered.Chain``): the training
+    memory of one supervised state instead of ``n_states``; same values and gradients.
     """
     total = int(max_steps or cfg.f_max_steps)
     solver = get_solver(cfg.solver, **dict(cfg.solver_kwargs))
@@ -56,9 +64,10 @@ def deq_fixed_point(
                      return_rule=cfg.return_rule, capture_steps=capture,
                      unroll=cfg.unroll_impl if unrolled else False)
 
+    read = readout or (lambda z: z)
     if not train:
         z, st = run(z0, total)
-        return [z], st
+        return [read(z)], st
 
     backward = BackwardSolve(cfg.b_solver, cfg.b_solver_kwargs, cfg.b_max_steps, cfg.b_tol,
                              cfg.b_stop_mode)
@@ -74,20 +83,29 @@ def deq_fixed_point(
             return implicit_fixed_point(f, params, x, z, cfg.b_tol, cfg.b_max_steps)
         return phantom_steps(f, params, x, z, cfg.phantom_steps, cfg.tau)
 
+    chain = Chain() if ordered and not unrolled else None
+
+    def supervised(z_star, last):  # -> (state, its readout)
+        if chain is None:
+            z = grad_steps(z_star, last)
+            return z, read(z)
+        return chain(lambda zs: (lambda z: (z, read(z)))(grad_steps(zs, last)), z_star)
+
     n = cfg.n_states
     if cfg.core == "sliced":
         states, seg_stats, z = [], [], z0
         for i, steps in enumerate(segment_lengths(total, n)):
             z_star, st = run(z, steps)
-            z = grad_steps(z_star, last=i == n - 1)
-            states.append(z)
+            z, out = supervised(z_star, last=i == n - 1)
+            states.append(out)
             seg_stats.append(st)
         st = stats_lib.merge(seg_stats)
     else:
         positions = indexing_positions(total, n)
         z_star, st = run(z0, total, capture=positions[:-1])
         captured = list(st.pop("states", ()))
-        states = [grad_steps(s, last=False) for s in captured] + [grad_steps(z_star, last=True)]
+        states = [supervised(s, last=i == len(captured))[1]
+                  for i, s in enumerate(captured + [z_star])]
     if cfg.jac_loss_weight > 0:
         key = jax.random.PRNGKey(0) if key is None else key
         g = f if jac_f is None else jac_f

@@ -16,10 +16,12 @@ weights as small matrix products (``_window_level``), rather than gathering 4 co
 the (2r+1)^2 offsets.
 
 A correlation "state" is a dict of arrays with a leading batch axis, so it can travel inside the
-DEQ input ``x``: ``{"pyramid": [..]}`` or ``{"fmap1": .., "fmap2": [..]}``.
+DEQ input ``x``: ``{"pyramid": [..]}`` or ``{"fmap1": .., "fmap2": [..]}`` (all-pairs with
+``feature_grad``: both).
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -40,6 +42,8 @@ def avg_pool2(x: Array, axes: tuple[int, int]) -> Array:
     """
     a, b = axes
     h, w = x.shape[a] // 2, x.shape[b] // 2
+    if any(isinstance(d, int) and d == 0 for d in (h, w)):  # pooled away (map < 2)
+        return jnp.zeros(x.shape[:a] + (h,) + x.shape[a + 1:b] + (w,) + x.shape[b + 1:], x.dtype)
 
     def phase(i: int, j: int) -> Array:
         y = jax.lax.slice_in_dim(x, i, i + 2 * h - 1, 2, axis=a)
@@ -55,8 +59,15 @@ def offsets(radius: int) -> jax.Array:
     return jnp.stack([ox, oy], axis=-1)
 
 
-def build_corr(fmap1: Array, fmap2: Array, *, kind: str = "all_pairs", num_levels: int = 4) -> dict:
-    """Precomputes what the lookups need from feature maps (B, H, W, C) (cast to float32)."""
+def build_corr(fmap1: Array, fmap2: Array, *, kind: str = "all_pairs", num_levels: int = 4,
+               feature_grad: bool = False) -> dict:
+    """Precomputes what the lookups need from feature maps (B, H, W, C) (cast to float32).
+
+    ``feature_grad`` (all-pairs): the pyramid is built without gradient and kept with the feature
+    maps (``fmap1``, pooled ``fmap2``); the lookups' backward pass then gives the feature maps'
+    gradients from the sampled windows directly (``_window_feature_grads``), never an (HW)^2
+    gradient buffer. Same values and gradients.
+    """
     fmap1 = jnp.asarray(fmap1, jnp.float32)
     fmap2 = jnp.asarray(fmap2, jnp.float32)
     if fmap1.shape != fmap2.shape or fmap1.ndim != 4:
@@ -64,13 +75,22 @@ def build_corr(fmap1: Array, fmap2: Array, *, kind: str = "all_pairs", num_level
                          f"{fmap1.shape} and {fmap2.shape}")
     if kind == "all_pairs":
         c = fmap1.shape[-1]
-        vol = jnp.einsum("bijc,bklc->bijkl", fmap1, fmap2, precision=_HI) / jnp.sqrt(
-            jnp.float32(c))
+        if feature_grad:  # scaled before the product: one (HW)^2 buffer, not two
+            f1 = jax.lax.stop_gradient(fmap1) * jax.lax.rsqrt(jnp.float32(c))
+            vol = jnp.einsum("bijc,bklc->bijkl", f1, jax.lax.stop_gradient(fmap2), precision=_HI)
+        else:
+            vol = jnp.einsum("bijc,bklc->bijkl", fmap1, fmap2, precision=_HI) / jnp.sqrt(
+                jnp.float32(c))
         pyramid = [vol]
         for _ in range(num_levels - 1):
             vol = avg_pool2(vol, (3, 4))
             pyramid.append(vol)
-        return {"pyramid": pyramid}
+        if not feature_grad:
+            return {"pyramid": pyramid}
+        pyr2 = [fmap2]
+        for _ in range(num_levels - 1):
+            pyr2.append(avg_pool2(pyr2[-1], (1, 2)))
+        return {"pyramid": pyramid, "fmap1": fmap1, "fmap2": pyr2}
     if kind == "on_the_fly":
         pyr = [fmap2]
         for _ in range(num_levels - 1):
@@ -86,6 +106,9 @@ def lookup(corr: dict, coords: Array, radius: int = 4) -> jax.Array:
     k = 2 * radius + 1
     b, h, w, _ = coords.shape
     out = []
+    if "pyramid" in corr and "fmap1" in corr and _static_windows(corr["pyramid"]):
+        return _feature_grad_lookup(radius, tuple(corr["pyramid"]), corr["fmap1"],
+                                    tuple(corr["fmap2"]), coords)
     if "pyramid" in corr:
         for lvl, vol in enumerate(corr["pyramid"]):
             h2, w2 = vol.shape[3], vol.shape[4]
@@ -122,22 +145,96 @@ def _window_level(vol: Array, pts: Array, radius: int) -> jax.Array:
     if h2 < n or w2 < n:  # a coarse level smaller than the window: zeros beyond the map
         vol = jnp.pad(vol, ((0, 0), (0, max(n - h2, 0)), (0, max(n - w2, 0))))
         h2, w2 = vol.shape[1:]
+    cy, cx, ty, tx = _window_taps(pts, h2, w2, radius)
+    win = jax.vmap(lambda v, y, x: jax.lax.dynamic_slice(v, (y, x), (n, n)))(vol, cy, cx)
+    rows = jnp.einsum("piy,pyx->pix", ty, win, precision=_HI)
+    return jnp.einsum("pix,pax->pai", rows, tx, precision=_HI).reshape(p, k * k)  # x-major
+
+
+def _window_taps(pts: Array, h2: int, w2: int, radius: int) -> tuple:
+    """Window starts ``cy, cx`` (P,) in a map of at least (2r+2)^2 and tap matrices ``ty, tx``
+    (P, 2r+1, 2r+2): weight of window row/column m for offset a."""
+    k, n = 2 * radius + 1, 2 * radius + 2
     x0, y0 = jnp.floor(pts[:, 0]), jnp.floor(pts[:, 1])
     sx, sy = x0.astype(jnp.int32) - radius, y0.astype(jnp.int32) - radius  # window start
     cx, cy = jnp.clip(sx, 0, w2 - n), jnp.clip(sy, 0, h2 - n)
-    win = jax.vmap(lambda v, y, x: jax.lax.dynamic_slice(v, (y, x), (n, n)))(vol, cy, cx)
     m = jnp.arange(n)[None, None, :]
     a = jnp.arange(k)[None, :, None]
 
-    def taps(shift, frac):  # (P, k, n): weight of window index m for offset a
+    def taps(shift, frac):
         rel = m - a - shift[:, None, None]
         f = frac[:, None, None]
         return jnp.where(rel == 0, 1 - f, 0.0) + jnp.where(rel == 1, f, 0.0)
 
-    ty = taps(sy - cy, pts[:, 1] - y0)
-    tx = taps(sx - cx, pts[:, 0] - x0)
-    rows = jnp.einsum("piy,pyx->pix", ty, win, precision=_HI)
-    return jnp.einsum("pix,pax->pai", rows, tx, precision=_HI).reshape(p, k * k)  # x-major
+    return cy, cx, taps(sy - cy, pts[:, 1] - y0), taps(sx - cx, pts[:, 0] - x0)
+
+
+def _static_windows(pyramid: list) -> bool:
+    return all(isinstance(d, int) for v in pyramid for d in v.shape[3:5])
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _feature_grad_lookup(radius, pyramid, fmap1, fmap2s, coords):
+    """``lookup`` on an all-pairs pyramid whose backward pass differentiates the feature maps
+    (``fmap1``, pooled ``fmap2s``) from the windows, not the pyramid."""
+    return lookup({"pyramid": list(pyramid)}, coords, radius)
+
+
+def _feature_grad_lookup_fwd(radius, pyramid, fmap1, fmap2s, coords):
+    return _feature_grad_lookup(radius, pyramid, fmap1, fmap2s, coords), (pyramid, fmap1,
+                                                                           fmap2s, coords)
+
+
+def _feature_grad_lookup_bwd(radius, res, g):
+    pyramid, f1, f2s, coords = res
+    b, h, w, _ = coords.shape
+    k = 2 * radius + 1
+    g = g.reshape(b * h * w, len(pyramid), k, k)  # [point, level, x offset, y offset]
+    pts = coords.reshape(b * h * w, 2)
+    d_f1, d_f2s, d_pts = jnp.zeros_like(f1), [], jnp.zeros_like(pts)
+    for lvl, (vol, f2) in enumerate(zip(pyramid, f2s)):
+        if 0 in vol.shape:  # pooled away: zeros, no gradient
+            d_f2s.append(jnp.zeros_like(f2))
+            continue
+        flat = vol.reshape(b * h * w, *vol.shape[3:5])
+        q = pts / 2**lvl
+        _, vjp_pts = jax.vjp(lambda p, v=flat: _window_level(v, p, radius), q)
+        d_pts = d_pts + vjp_pts(g[:, lvl].reshape(-1, k * k))[0] / 2**lvl
+        n = 2 * radius + 2
+        hp, wp = max(flat.shape[1], n), max(flat.shape[2], n)
+        cy, cx, ty, tx = _window_taps(q, hp, wp, radius)
+        d_win = jnp.einsum("pai,piy,pax->pyx", g[:, lvl], ty, tx, precision=_HI)
+        a, b2 = _window_feature_grads(f1, f2, cy, cx, d_win)
+        d_f1, d_f2s = d_f1 + a, d_f2s + [b2]
+    return None, d_f1, tuple(d_f2s), d_pts.reshape(coords.shape)
+
+
+_feature_grad_lookup.defvjp(_feature_grad_lookup_fwd, _feature_grad_lookup_bwd)
+
+
+def _window_feature_grads(f1: Array, f2: Array, cy: Array, cx: Array, d_win: Array) -> tuple:
+    """Gradients of ``sum(d_win * win)`` w.r.t. ``f1`` (B, H, W, C) and ``f2`` (B, h2, w2, C),
+    where ``win[p, y, x] = <f1[p], f2[cy + y, cx + x]> / sqrt(C)`` (zero beyond the map): one
+    window offset at a time (a loop over (2r+2)^2 gathers / scatter-adds of (B, HW, C))."""
+    b, h, w, c = f1.shape
+    h2, w2 = f2.shape[1:3]
+    n = d_win.shape[-1]
+    hp, wp = max(h2, n), max(w2, n)
+    f2p = jnp.pad(f2, ((0, 0), (0, hp - h2), (0, wp - w2), (0, 0))).reshape(b, hp * wp, c)
+    f1 = f1.reshape(b, h * w, c)
+    start = (cy * wp + cx).reshape(b, h * w)
+    d_win = d_win.reshape(b, h * w, n * n) / jnp.sqrt(jnp.float32(c))
+    bi = jnp.arange(b)[:, None]
+
+    def body(o, carry):
+        d1, d2 = carry
+        idx = start + (o // n) * wp + o % n
+        wgt = jax.lax.dynamic_index_in_dim(d_win, o, axis=2, keepdims=False)[..., None]
+        d1 = d1 + wgt * jnp.take_along_axis(f2p, idx[..., None], axis=1)
+        return d1, d2.at[bi, idx].add(wgt * f1)
+
+    d1, d2 = jax.lax.fori_loop(0, n * n, body, (jnp.zeros_like(f1), jnp.zeros_like(f2p)))
+    return d1.reshape(b, h, w, c), d2.reshape(b, hp, wp, c)[:, :h2, :w2]
 
 
 def _on_the_fly_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Array:

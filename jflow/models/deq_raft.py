@@ -9,9 +9,13 @@ attention. ``jflow.deq.deq_fixed_point`` solves it with every option from ``deq`
 to each returned ``h``: ``flow = convex_upsample(coords1 - coords0, 0.25 * mask(h))``.
 
 Training memory options (same loss and gradients, more compute): ``remat_encoder`` recomputes
-both encoders in the backward pass (``jflow.models.encoders.remat_encoder``); ``remat_states``
-keeps only the state entering each supervised gradient step and its decoding (phantom / IFT
-step, mask head, convex upsampling) and recomputes them in the backward pass.
+both encoders in the backward pass (``jflow.models.encoders.remat_encoder``), the feature
+encoder one image at a time, the second image's backward pass before the first's
+(``jflow.deq.ordered.Chain``); ``remat_states`` keeps only the state entering each supervised
+gradient step and recomputes its step and decoding (phantom / IFT step, mask head, convex
+upsampling) in the backward pass, one state after another (``deq_fixed_point(ordered=True)``);
+``corr_feature_grad`` (all-pairs) gives the feature maps' gradient from the lookups' windows
+without an (HW)^2 gradient of the correlation pyramid (``jflow.models.corr.build_corr``).
 
 Returns ``flow``, ``flow_low``, ``state = {"h", "flow"}`` (the fixed point, for reuse on the next
 frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predictions``
@@ -29,9 +33,10 @@ import jax.numpy as jnp
 
 from jflow import geometry
 from jflow.deq import DEQConfig, deq_fixed_point
+from jflow.deq.ordered import Chain
 from jflow.models.attention import Attention
 from jflow.models.corr import build_corr, lookup
-from jflow.models.encoders import normalize_image, remat_encoder
+from jflow.models.encoders import Encoder, normalize_image, remat_encoder
 from jflow.models.raft import check_images, check_low_res, check_state, features
 from jflow.models.update import UpdateBlock, mask_head
 
@@ -73,7 +78,7 @@ class DEQRAFT(nn.Module):
       eval_iters: solver steps at evaluation (None: ``deq.f_max_steps``).
       all_grad: keep the gradient through ``coords1`` inside ``f`` (v2 Things stage).
       corr, corr_levels, corr_radius, wnorm, mixed_precision, freeze_bn: as in ``RAFT``.
-      remat_encoder, remat_states: recompute instead of store (module docstring).
+      remat_encoder, remat_states, corr_feature_grad: training memory (module docstring).
     """
 
     # Callers pad to a multiple of 8 by replication (official InputPadder); a zero fixed point
@@ -96,6 +101,7 @@ class DEQRAFT(nn.Module):
     freeze_bn: bool = False
     remat_encoder: bool = False
     remat_states: bool = False
+    corr_feature_grad: bool = False
 
     def _dims(self) -> DEQSize:
         if self.size not in DEQ_SIZES:
@@ -135,11 +141,22 @@ class DEQRAFT(nn.Module):
         im1, im2 = normalize_image(image1), normalize_image(image2)
         encoder = partial(remat_encoder(self.remat_encoder), dtype=dtype, remat=self.remat_encoder)
         fnet = encoder(odim, "instance", name="fnet")
-        if self.remat_encoder and train:  # one image at a time (instance norm: the same maps),
-            fmap1, fmap2 = (fnet(im, train).astype(jnp.float32) for im in (im1, im2))  # half the peak
+        if self.remat_encoder and train and not self.is_initializing():
+            # one image at a time (instance norm: the same maps), backward passes in turn
+            net = Encoder(odim, "instance", dtype=dtype, remat=True, parent=None)
+            run = partial(net.apply, {"params": self.variables["params"]["fnet"]}, train=train)
+            chain = Chain()
+            fmap1 = chain(run, im1)
+            # fmap1 passes through the second segment, whose recomputation then waits for both
+            # maps' gradients: the correlation's (HW)^2 gradient is gone by then
+            fmap2, fmap1 = chain(lambda im, f1: (run(im), f1), im2, fmap1)
+            fmap1, fmap2 = fmap1.astype(jnp.float32), fmap2.astype(jnp.float32)
+        elif self.remat_encoder and train:
+            fmap1, fmap2 = (fnet(im, train).astype(jnp.float32) for im in (im1, im2))
         else:
             fmap1, fmap2 = features(fnet, im1, im2, train)
-        corr_state = build_corr(fmap1, fmap2, kind=self.corr, num_levels=self.corr_levels)
+        corr_state = build_corr(fmap1, fmap2, kind=self.corr, num_levels=self.corr_levels,
+                                feature_grad=self.corr_feature_grad and train)
         inp = nn.relu(encoder(hdim, "batch", freeze_bn=self.freeze_bn, name="cnet")(im1, train))
         b, h, w = fmap1.shape[:3]
         coords0 = geometry.coords_grid(b, h, w)
@@ -164,20 +181,19 @@ class DEQRAFT(nn.Module):
 
         steps = iters if iters is not None else (None if train else self.eval_iters)
         key = jac_probe_key(self, self.deq, train)
-        remat = train and self.remat_states and not self.is_initializing()
-        step = jax.checkpoint(self._step) if remat else self._step
-        states, stats = deq_fixed_point(step, params, x, z0, self.deq, train=train,
-                                        max_steps=steps, key=key,
-                                        jac_f=partial(self._step, detach=False))
-
-        mask = mask_head(dtype=dtype)
-        if remat:  # the same head applied purely, so that jax.checkpoint can recompute it
+        ordered = train and self.remat_states and not self.is_initializing()
+        if ordered:  # the same head applied purely, so that the chain can recompute it
             head = _MaskHead(dtype=dtype, parent=None)
-            mask_params = {k: self.variables["params"][k] for k in ("mask_0", "mask_2")}
-            dec = jax.checkpoint(lambda p, z, c0: _decode(partial(head.apply, {"params": p}), z, c0))
-            decoded = [dec(mask_params, z, coords0) for z in states]
+            mask = partial(head.apply, {"params": {k: self.variables["params"][k]
+                                                   for k in ("mask_0", "mask_2")}})
         else:
-            decoded = [_decode(mask, z, coords0) for z in states]
+            mask = mask_head(dtype=dtype)
+        outs, stats = deq_fixed_point(self._step, params, x, z0, self.deq, train=train,
+                                      max_steps=steps, key=key,
+                                      jac_f=partial(self._step, detach=False),
+                                      readout=lambda z: (z, _decode(mask, z, coords0)),
+                                      ordered=ordered)
+        states, decoded = [z for z, _ in outs], [d for _, d in outs]
         flow_low, flow = decoded[-1]
         out = {"flow": flow, "flow_low": flow_low, "stats": stats,
                "state": {"h": states[-1]["h"], "flow": flow_low}}

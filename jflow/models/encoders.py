@@ -7,11 +7,13 @@ Submodule names follow the PyTorch attributes: ``conv1``, ``norm1``, ``layer{1,2
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jflow.deq.ordered import Chain
 from jflow.models.layers import Conv2d, make_norm
 
 Array = Any
@@ -74,7 +76,9 @@ class Encoder(nn.Module):
 
     Input (B, H, W, 3) normalised to [-1, 1]; output (B, H/8, W/8, ``output_dim``).
     ``remat``: each residual block is recomputed in the backward pass from its input (only block
-    inputs are kept); see :func:`remat_encoder` to recompute the whole encoder as well.
+    inputs are kept), in training without batch statistics as ``jflow.deq.ordered.Chain``
+    segments (one block's recomputation live at a time); see :func:`remat_encoder` to recompute
+    the whole encoder as well.
     """
 
     output_dim: int
@@ -88,7 +92,10 @@ class Encoder(nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         widths = (32, 64, 96) if self.small else (64, 96, 128)
         block = BottleneckBlock if self.small else ResidualBlock
-        if self.remat:
+        # without running statistics to update, blocks are applied purely as ordered segments
+        chain = (Chain() if self.remat and train and self.norm_fn != "batch"
+                 and not self.is_initializing() else None)
+        if self.remat and chain is None:
             block = nn.remat(block, static_argnums=(2,))  # (self, x, train): train is static
         stem = widths[0]
         x = Conv2d(stem, 7, 2, 3, init_mode="kaiming", dtype=self.dtype, name="conv1")(x)
@@ -97,8 +104,14 @@ class Encoder(nn.Module):
         x = nn.relu(x)
         for i, (width, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
             for j, s in enumerate((stride, 1)):
-                x = block(width, self.norm_fn, s, self.freeze_bn, self.dtype,
-                          name=f"layer{i}_{j}")(x, train)
+                name = f"layer{i}_{j}"
+                if chain is None:
+                    x = block(width, self.norm_fn, s, self.freeze_bn, self.dtype, name=name)(
+                        x, train)
+                    continue
+                pure = block(width, self.norm_fn, s, self.freeze_bn, self.dtype, parent=None)
+                x = chain(partial(pure.apply, {"params": self.variables["params"][name]},
+                                  train=train), x)
         return Conv2d(self.output_dim, 1, 1, 0, init_mode="kaiming", dtype=self.dtype,
                       name="conv2")(x)
 

@@ -58,7 +58,8 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     deq.f_max_steps)``, ``eval_factor`` 1.5 as deq-flow); ``corr`` (all_pairs | on_the_fly),
     ``corr_levels``, ``corr_radius``; ``mixed_precision``; ``freeze_bn``; ``wnorm`` (DEQ, default
     True); ``all_grad`` (DEQ); ``old_version`` (DEQ v1 flow head); ``remat_encoder``,
-    ``remat_states`` (DEQ training memory, default False); ``gma_mode`` (GMA).
+    ``remat_states``, ``corr_feature_grad`` (DEQ training memory, default False); ``gma_mode``
+    (GMA).
     """
     name = _get(model_cfg, "name")
     if name not in MODEL_NAMES:
@@ -127,7 +128,8 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                    corr_radius=int(4 if radius is None else radius),
                    wnorm=bool(_get(model_cfg, "wnorm", True)),
                    remat_encoder=bool(_get(model_cfg, "remat_encoder", False)),
-                   remat_states=bool(_get(model_cfg, "remat_states", False)), **common)
+                   remat_states=bool(_get(model_cfg, "remat_states", False)),
+                   corr_feature_grad=bool(_get(model_cfg, "corr_feature_grad", False)), **common)
 
 
 def _deq(deq_cfg: Any) -> DEQConfig:
