@@ -50,8 +50,8 @@ FIXED_SIZE_REASONS = {
                     "bound that settles the size comparisons that pick its correlation "
                     "implementation per level (436x1024: --constraints='b >= 4'; 64x96: "
                     "'b <= 16')",
-    "sea_raft": "SEA-RAFT pads (and rescales, scale != 0) inside the model on concrete sizes, so "
-                "H and W must be concrete; its batch can be symbolic",
+    "sea_raft": "SEA-RAFT with scale != 0 resizes the pair by 2^scale on concrete sizes, so H "
+                "and W must be concrete; its batch can be symbolic (scale 0: any b, h, w)",
 }
 
 class ExportError(UserError):

@@ -113,6 +113,9 @@ def test_bad_options_are_export_errors(tmp_path):
     dip_config, _, dip_variables = _setup("dip.py:smoke")
     with pytest.raises(ExportError, match="noise='torch' exports at one size only"):
         export_model(dip_config, dip_variables, shape="b, h, w")
+    sea_config, _, sea_variables = _setup("sea_raft.py:S,smoke", scale=-1)  # Spring's resize
+    with pytest.raises(ExportError, match="scale != 0 resizes the pair .* concrete sizes"):
+        export_model(sea_config, sea_variables, shape="b, h, w")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     artifact = export_model(config, variables, iters=1, shape="1, 64, 64")

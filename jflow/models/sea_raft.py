@@ -235,9 +235,10 @@ def check_inputs(image1: Array, image2: Array, size: str, name: str
 
 
 def prepare_pair(image1: Array, image2: Array, scale: int
-                 ) -> tuple[Array, Array, geometry.InputPadder]:
+                 ) -> tuple[Array, Array, geometry.InputPadder | None]:
     """RGB 0..255 -> resized by ``2^scale``, ``2x/255 - 1``, replicate-padded (centred) to a
-    multiple of 8 as the official ``InputPadder``; returns the pair and its padder."""
+    multiple of 8 as the official ``InputPadder``; returns the pair and its padder (None when
+    the size is a multiple of 8 already, also a symbolic ``8 * k`` of ``jflow.export``)."""
     im1 = jnp.asarray(image1, jnp.float32)
     im2 = jnp.asarray(image2, jnp.float32)
     if scale:
@@ -247,6 +248,8 @@ def prepare_pair(image1: Array, image2: Array, scale: int
         im1, im2 = (geometry.resize_bilinear(im, (hs, ws), align_corners=False, scale=f)
                     for im in (im1, im2))
     im1, im2 = normalize_image(im1), normalize_image(im2)
+    if all(geometry.pad_amounts(s, 8) == (0, 0) for s in im1.shape[1:3]):
+        return im1, im2, None
     padder = geometry.InputPadder(im1.shape[1:3], 8)
     im1, im2 = padder.pad(im1, im2)
     return im1, im2, padder
@@ -298,11 +301,13 @@ def flow_head(params: Any, net: Array) -> Array:
                                                  nn.relu(y))[..., :2]
 
 
-def upsample_outputs(padder: geometry.InputPadder, flow_8x: Array, info_8x: Array, mask: Array
-                     ) -> tuple[Array, Array]:
+def upsample_outputs(padder: geometry.InputPadder | None, flow_8x: Array, info_8x: Array,
+                     mask: Array) -> tuple[Array, Array]:
     """Convex x8 upsampling of the flow (x8) and the mixture parameters (unscaled) with one
-    mask, unpadded."""
+    mask, unpadded (``padder`` None: nothing to unpad)."""
     up = geometry.convex_upsample(jnp.concatenate([flow_8x, info_8x / 8], -1), mask, 8)
+    if padder is None:
+        return up[..., :2], up[..., 2:]
     return padder.unpad(up[..., :2]), padder.unpad(up[..., 2:])
 
 
