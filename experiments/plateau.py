@@ -10,7 +10,7 @@ parts. At the last iterate it (a) maps the per-pixel step ``|f(z) - z|`` of the 
 hidden state (first pair) and counts how concentrated the residual is (share of the squared
 residual in the top 1 % / 10 % of pixels), (b) estimates the Jacobian's leading eigenvalues at
 that point by Arnoldi on JVPs of the undetached map (``--krylov`` vectors for the whole batch,
-``--krylov_sample`` per pair). Writes
+``--krylov_sample`` per pair, with the share of the leading eigenvector in the flow part). Writes
 ``experiments/results/plateau.{csv,json}``, ``plateau_trace.png`` (residual vs step) and
 ``plateau_map.png`` (per-pixel residual, first pair: flow | hidden state | image).
 """
@@ -101,8 +101,9 @@ def arnoldi(jac_f, params, x, z, k: int, sample: int | None = None, seed: int = 
                 w -= c * q[i]
         h[j + 1, j] = np.linalg.norm(w)
         q[j + 1] = w / max(h[j + 1, j], 1e-30)
-    ev = np.linalg.eigvals(h[:k, :k])
-    return ev[np.argsort(-np.abs(ev))]
+    ev, vec = np.linalg.eig(h[:k, :k])
+    order = np.argsort(-np.abs(ev))
+    return ev[order], q[:k].T @ vec[:, order]  # Ritz values, Ritz vectors (columns)
 
 
 def concentration(d: np.ndarray) -> dict:
@@ -150,11 +151,18 @@ def main(argv=None) -> dict:
     frac = np.abs(np.asarray(z["coords1"] - x["coords0"]))
     frac = np.minimum(frac % 1.0, 1 - frac % 1.0)  # distance of the flow to an integer
     near_int = frac.min(-1) < 0.05
-    ritz = arnoldi(jac_f, params, x, z, a.krylov)
+    ritz = arnoldi(jac_f, params, x, z, a.krylov)[0]
     print("leading Ritz values |lambda|:", np.round(np.abs(ritz[:8]), 4), flush=True)
-    rho = [float(np.abs(arnoldi(jac_f, params, x, z, a.krylov_sample, sample=i)[0]))
-           for i in range(a.pairs)]
-    print("per-pair leading |lambda|:", np.round(rho, 4), flush=True)
+    is_flow = np.asarray(jax.flatten_util.ravel_pytree(
+        {"h": jnp.zeros_like(z["h"]), "coords1": jnp.ones_like(z["coords1"])})[0]) > 0
+    rho, flow_share = [], []
+    for i in range(a.pairs):
+        ev, vec = arnoldi(jac_f, params, x, z, a.krylov_sample, sample=i)
+        energy = np.abs(vec[:, 0]) ** 2
+        rho.append(float(np.abs(ev[0])))
+        flow_share.append(float(energy[is_flow].sum() / energy.sum()))
+    print("per-pair leading |lambda|:", np.round(rho, 4), "flow share of its eigenvector:",
+          np.round(flow_share, 3), flush=True)
     t32, t64 = traces["float32"], traces["float64"]
     summary = {
         "pairs": f"{names[0]}..{names[a.pairs]} ({a.pairs} pairs, {im1.shape[1]}x{im1.shape[2]})",
@@ -173,6 +181,7 @@ def main(argv=None) -> dict:
         "per_pair_rel_last": [float(v) for v in t32["rel"][:, -1]],
         "per_pair_rel_step20": [float(v) for v in t32["rel"][:, min(19, a.steps - 1)]],
         "per_pair_rho": rho,
+        "per_pair_leading_vector_flow_share": flow_share,
         "ritz_abs": [float(v) for v in np.abs(ritz[:10])],
         "ritz": [[float(v.real), float(v.imag)] for v in ritz[:10]],
     }
