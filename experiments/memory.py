@@ -20,7 +20,8 @@ deq-flow v2's Chairs recipe of 6 correction states), each without and with the t
 options (``model.remat_encoder``; ``+ model.remat_states``; ``+ model.corr_feature_grad``),
 against RAFT with 12 update
 iterations at 368x496, batch 1, and merges those rows into the existing results (the step sweep
-is kept).
+is kept). ``--all_options --steps=12,36,60`` only prints DEQ-RAFT-B with 6 states and
+every training-memory option at those solver steps (still constant?).
 
 XLA's CPU compiler schedules for concurrency by default, which keeps recomputed activations
 alive as long as stored ones (a rematerialised step then looks no lighter, or heavier).
@@ -93,10 +94,21 @@ def main(argv=None) -> list[dict]:
                         "merged into the existing results")
     p.add_argument("--scheduler", choices=("memory", "default"), default="memory",
                    help="XLA CPU scheduling: memory-minimising (default) or XLA's default")
+    p.add_argument("--all_options", action="store_true",
+                   help="only print DEQ-RAFT-B (6 states, every training-memory option) at "
+                        "--steps solver steps, --height x --width: constant in the steps?")
     a = p.parse_args(argv)
     if a.paper:
         return paper(a.out, a.scheduler)
     steps = [int(s) for s in a.steps.split(",")]
+    if a.all_options:
+        rows = []
+        for n in steps:
+            model = paper_deq(6, f_max_steps=n, **dict(REMATS[-1][1]))
+            rows.append({"steps": n, **measure(model, a.height, a.width, a.batch, None)})
+            print(f"deq_raft-B, 6 states, all options, {n:3d} steps: temp "
+                  f"{rows[-1]['temp_mib']:8.1f} MiB", flush=True)
+        return rows
     os.makedirs(a.out, exist_ok=True)
 
     rows = []
@@ -128,9 +140,10 @@ REMATS = (("", {}), (", remat encoder", {"remat_encoder": True}),
            {"remat_encoder": True, "remat_states": True, "corr_feature_grad": True}))
 
 
-def paper_deq(n_states: int, **remat):
+def paper_deq(n_states: int, f_max_steps: int = 36, **remat):
     """DEQ-RAFT-B as ``configs/deq_raft.py:B,stage=chairs`` trains it, with ``n_states``."""
-    deq = DEQConfig(solver="naive", f_max_steps=36, f_stop_mode="abs", return_rule="official_naive",
+    deq = DEQConfig(solver="naive", f_max_steps=f_max_steps, f_stop_mode="abs",
+                    return_rule="official_naive",
                     grad="phantom", phantom_steps=1, b_solver="naive", n_states=n_states)
     return build_model({"name": "deq_raft", "size": "B", "wnorm": True, **remat}, deq)
 
