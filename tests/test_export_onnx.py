@@ -91,11 +91,15 @@ MODELS = {
     "gma": ("gma.py:smoke", {}, "b, h, w", (), [(1, 64, 96), (2, 70, 75)]),
     "deq_raft": ("deq_raft.py:smoke", {}, "b, h, w", (), [(1, 64, 96), (2, 70, 75)]),
     "deq_raft_fixed": ("deq_raft.py:smoke", {}, "1, 70, 75", (), [(1, 70, 75)]),  # window in Loop
+    "deq_gma": ("deq_gma.py:smoke", {}, "b, h, w", (), [(1, 64, 96), (2, 70, 75)]),
     "dip": ("dip.py:smoke", {}, "1, 70, 75", (), [(1, 70, 75)]),
     "dip_jax_noise": ("dip.py:smoke", {"noise": "jax"}, "2, 64, 96", (), [(2, 64, 96)]),
     "sea_raft": ("sea_raft.py:S,smoke", {}, "b, 70, 75", (), [(1, 70, 75), (2, 70, 75)]),
+    # LiteFlowNet2: batch only (host-side resize tables), one artifact per size
     "liteflownet2": ("liteflownet2.py:smoke", {}, "b, 70, 75", ("b <= 16",),
                      [(1, 70, 75), (2, 70, 75)]),
+    "liteflownet2_64x96": ("liteflownet2.py:smoke", {}, "b, 64, 96", ("b <= 16",),
+                           [(2, 64, 96)]),
 }
 
 
@@ -128,6 +132,27 @@ def test_every_model_onnx_and_stablehlo_match_flow_predictor(name, tmp_path):
         np.testing.assert_allclose(got_hlo, expected, rtol=0, atol=ATOL, err_msg=name)
     with pytest.raises(ExportError, match="do not fit this artifact"):  # too small or fixed
         onnx_fn(*_pair(sizes[0][0], 32, 64, np.float32))
+
+
+@pytest.mark.slow
+def test_unrolled_iterations_share_their_constants():
+    """Three unrolled iterations at a fixed size (where jax2onnx stores constant broadcasts as
+    initializers, once per use) hold no two identical initializers and barely grow the file."""
+    import onnx
+    from onnx import numpy_helper
+
+    from jflow.export_onnx import export_onnx
+
+    config, _, variables = _setup("raft.py:small,smoke")
+    size = {}
+    for iters in (1, 3):
+        artifact = export_onnx(config, variables, iters=iters, shape="1, 64, 96", verify=False)
+        inits = onnx.load_from_string(artifact.model_bytes).graph.initializer
+        keys = [(t.data_type, tuple(t.dims), numpy_helper.to_array(t).tobytes()) for t in inits]
+        assert len(set(keys)) == len(keys), iters
+        size[iters] = len(artifact.model_bytes)
+    print(f"RAFT-small smoke 64x96: {size[1]} bytes (1 iteration), {size[3]} (3)")
+    assert size[3] <= 1.1 * size[1]
 
 
 def test_what_cannot_be_converted_is_one_export_error(tmp_path):
