@@ -21,6 +21,8 @@ from typing import Any, Callable, Protocol
 import jax
 import jax.numpy as jnp
 
+from jflow.deq import safeguard
+
 
 class Solver(Protocol):
     """What the solve loop needs from a solver."""
@@ -116,33 +118,50 @@ class Anderson:
     (``|G|^2 << lambda``) the weights tend to uniform and convergence stalls (tests: no sample
     reaches abs 1e-5 in 400 steps on a problem that the relative ridge solves in 36-40), and the
     result depends on the units of the state.
+
+    Two standard guards, both off by default: ``safeguard > 0`` rejects a mixed iterate whose
+    residual exceeds ``safeguard`` times the last accepted one and takes the plain step from
+    that one instead (``jflow.deq.safeguard``); ``restart_cond > 0`` clears the history (keeping
+    the newest pair, so the step is the plain one) when the condition number of ``G G^T`` over
+    the stored columns, before the ridge, exceeds ``restart_cond``.
     """
 
     memory: int = 6
     ridge: float = 1e-4
     beta: float = 1.0
     relative_ridge: bool = True
+    safeguard: float = 0.0
+    restart_cond: float = 0.0
 
     def __post_init__(self):
         if self.memory < 1:
             raise ValueError(f"jflow.deq Anderson: memory must be >= 1, got {self.memory}")
+        if self.safeguard < 0 or self.restart_cond < 0:
+            raise ValueError("jflow.deq Anderson: safeguard and restart_cond must be >= 0 (0: off)")
 
     def init(self, x0: jax.Array, f: Callable = None) -> dict:
         b, d = x0.shape
-        return {
+        state = {
             "X": jnp.zeros((b, self.memory, d), x0.dtype),
             "F": jnp.zeros((b, self.memory, d), x0.dtype),
+            "valid": jnp.zeros((b, self.memory), bool),
             "count": jnp.zeros((b,), jnp.int32),
         }
+        if self.safeguard:
+            state["sg"] = safeguard.init(x0)
+        return state
 
     def update(self, state: dict, x: jax.Array, fx: jax.Array, f: Callable = None
                ) -> tuple[jax.Array, dict]:
         m, count = self.memory, state["count"]
-        put = _slot_mask(count % m, m)[..., None]
+        slot = _slot_mask(count % m, m)
+        put = slot[..., None]
         X = jnp.where(put, x[:, None, :], state["X"])
         F = jnp.where(put, fx[:, None, :], state["F"])
-        valid = jnp.arange(m)[None, :] < jnp.minimum(count + 1, m)[:, None]  # (B, m)
+        valid = state["valid"] | slot  # (B, m)
         cdt = _compute_dtype(x)
+        if self.restart_cond:
+            valid = jnp.where(self._ill_conditioned(F - X, valid, cdt)[:, None], slot, valid)
         G = ((F - X) * valid[..., None]).astype(cdt)
         gram = jnp.einsum("bid,bjd->bij", G, G)
         ridge = jnp.full((x.shape[0],), self.ridge, cdt)
@@ -163,9 +182,24 @@ class Anderson:
         else:
             mixed_x = jnp.einsum("bi,bid->bd", alpha, X.astype(cdt))
             x_next = self.beta * mixed_f + (1.0 - self.beta) * mixed_x
-        ok = _finite_rows(alpha) & (count > 0)
+        ok = _finite_rows(alpha) & (jnp.sum(valid, axis=1) > 1)
         x_next = jnp.where(ok[:, None], x_next.astype(x.dtype), fx)
-        return x_next, {"X": X, "F": F, "count": count + 1}
+        new = {"X": X, "F": F, "valid": valid, "count": count + 1}
+        if self.safeguard:
+            x_next, new["sg"], _ = safeguard.apply(state["sg"], x, fx, x_next, ok, self.safeguard)
+        return x_next, new
+
+    def _ill_conditioned(self, G: jax.Array, valid: jax.Array, cdt) -> jax.Array:
+        """(B,) cond(G G^T) over the valid columns > restart_cond (unused slots get the mean
+        diagonal, so they do not count)."""
+        G = (G * valid[..., None]).astype(cdt)
+        gram = jnp.einsum("bid,bjd->bij", G, G)
+        diag = jnp.einsum("bii->bi", gram)
+        mean = jnp.sum(diag, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1)
+        gram = gram + jnp.where(valid, 0.0, mean[:, None])[:, :, None] * jnp.eye(valid.shape[1])
+        eig = jnp.linalg.eigvalsh(gram)
+        cond = eig[:, -1] / jnp.maximum(eig[:, 0], jnp.finfo(cdt).tiny)
+        return (jnp.sum(valid, axis=1) > 1) & (cond > self.restart_cond)
 
 
 @register_solver("broyden")
@@ -182,24 +216,40 @@ class Broyden:
     No line search (deq-flow's default ``ls=False``): a line search costs extra f evaluations per
     step and, in jaxopt, silently failed (see ``jaxopt_backend``). Updates with a vanishing
     denominator are skipped; a non-finite step falls back to Picard.
+
+    ``update_rule="bad"`` uses the "bad" Broyden update of the inverse instead, ``v = dg`` (the
+    secant condition with the least change of ``J^-1`` rather than of ``J``), denominator
+    ``dg^T dg``. ``safeguard > 0`` rejects a step whose residual exceeds ``safeguard`` times the
+    last accepted one and takes the plain step from that one (``jflow.deq.safeguard``; the
+    rejected pair still updates ``J^-1``): a line search that costs no extra f evaluation.
     """
 
     memory: int = 30
     step_size: float = 1.0
+    update_rule: str = "good"
+    safeguard: float = 0.0
 
     def __post_init__(self):
         if self.memory < 1:
             raise ValueError(f"jflow.deq Broyden: memory must be >= 1, got {self.memory}")
+        if self.update_rule not in ("good", "bad"):
+            raise ValueError("jflow.deq Broyden: update_rule must be 'good' or 'bad', got "
+                             f"{self.update_rule!r}")
+        if self.safeguard < 0:
+            raise ValueError(f"jflow.deq Broyden: safeguard must be >= 0 (0: off), got {self.safeguard}")
 
     def init(self, x0: jax.Array, f: Callable = None) -> dict:
         b, d = x0.shape
-        return {
+        state = {
             "U": jnp.zeros((b, self.memory, d), x0.dtype),
             "V": jnp.zeros((b, self.memory, d), x0.dtype),
             "x_prev": jnp.zeros_like(x0),
             "g_prev": jnp.zeros_like(x0),
             "count": jnp.zeros((b,), jnp.int32),
         }
+        if self.safeguard:
+            state["sg"] = safeguard.init(x0)
+        return state
 
     @staticmethod
     def _matvec(U, V, v):  # J^-1 v
@@ -217,7 +267,7 @@ class Broyden:
         V = jnp.where(restart, 0.0, state["V"])
         g = fx - x
         dx, dg = x - state["x_prev"], g - state["g_prev"]
-        vt = self._rmatvec(U, V, dx)
+        vt = self._rmatvec(U, V, dx) if self.update_rule == "good" else dg
         denom = jnp.sum(vt * dg, axis=1)
         tiny = jnp.finfo(x.dtype).tiny ** 0.5
         good = (count > 0) & (jnp.abs(denom) > tiny) & jnp.isfinite(denom)
@@ -227,5 +277,11 @@ class Broyden:
         U = jnp.where(put, u[:, None, :], U)
         V = jnp.where(put, vt[:, None, :], V)
         x_next = x - self.step_size * self._matvec(U, V, g)
-        x_next = jnp.where(_finite_rows(x_next)[:, None], x_next, fx)
-        return x_next, {"U": U, "V": V, "x_prev": x, "g_prev": g, "count": count + 1}
+        finite = _finite_rows(x_next)
+        x_next = jnp.where(finite[:, None], x_next, fx)
+        new = {"U": U, "V": V, "x_prev": x, "g_prev": g, "count": count + 1}
+        if self.safeguard:
+            accelerated = finite & ((count > 0) | (self.step_size != 1.0))
+            x_next, new["sg"], _ = safeguard.apply(state["sg"], x, fx, x_next, accelerated,
+                                                    self.safeguard)
+        return x_next, new
