@@ -261,3 +261,28 @@ def test_convnext_block_takes_channel_parts():
                                    atol=1e-5)
         with pytest.raises(flax.errors.ScopeParamShapeError):  # parts must fill the kernel
             layer.apply(variables, parts[:2])
+
+
+def test_convnext_block_folds_the_layernorm_affine_exactly():
+    """The LayerNorm's scale and shift folded into pwconv1 give the official order of operations
+    (``nn.LayerNorm`` then ``nn.Dense`` on the same parameters), in float64."""
+    from jflow.models.sea_raft import ConvNextBlock, DepthwiseConv
+
+    def official(p, x):
+        y = DepthwiseConv(7).apply({"params": p["dwconv"]}, x)
+        y = flax.linen.LayerNorm(epsilon=1e-6, use_fast_variance=False).apply(
+            {"params": p["norm"]}, y)
+        y = jax.nn.gelu(flax.linen.Dense(12).apply({"params": p["pwconv1"]}, y), approximate=False)
+        y = x + p["gamma"] * flax.linen.Dense(12).apply({"params": p["pwconv2"]}, y)
+        return jnp.einsum("bhwc,cd->bhwd", y, p["final"]["kernel"][0, 0]) + p["final"]["bias"]
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(7)
+        x = jnp.asarray(rng.normal(size=(1, 6, 8, 12)))
+        block = ConvNextBlock(3)
+        variables = block.init(jax.random.PRNGKey(3), x)
+        variables = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=a.shape)), variables)
+        got = jax.jit(block.apply)(variables, x)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got), np.asarray(jax.jit(official)(
+            variables["params"], x)), rtol=1e-10, atol=1e-10)

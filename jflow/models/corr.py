@@ -75,12 +75,12 @@ def build_corr(fmap1: Array, fmap2: Array, *, kind: str = "all_pairs", num_level
                          f"{fmap1.shape} and {fmap2.shape}")
     if kind == "all_pairs":
         c = fmap1.shape[-1]
-        if feature_grad:  # scaled before the product: one (HW)^2 buffer, not two
-            f1 = jax.lax.stop_gradient(fmap1) * jax.lax.rsqrt(jnp.float32(c))
-            vol = jnp.einsum("bijc,bklc->bijkl", f1, jax.lax.stop_gradient(fmap2), precision=_HI)
-        else:
-            vol = jnp.einsum("bijc,bklc->bijkl", fmap1, fmap2, precision=_HI) / jnp.sqrt(
-                jnp.float32(c))
+        # fmap1 scaled before the product (exact for C = 256): XLA:CPU would scale the (HW)^2
+        # product in a pass of its own
+        f1, f2 = fmap1 * jax.lax.rsqrt(jnp.float32(c)), fmap2
+        if feature_grad:
+            f1, f2 = jax.lax.stop_gradient(f1), jax.lax.stop_gradient(f2)
+        vol = jnp.einsum("bijc,bklc->bijkl", f1, f2, precision=_HI)
         pyramid = [vol]
         for _ in range(num_levels - 1):
             vol = avg_pool2(vol, (3, 4))

@@ -185,11 +185,28 @@ class DepthwiseConv(nn.Module):
         return jnp.concatenate(out, axis=-1) if len(out) > 1 else out[0]
 
 
+class _Params(nn.Module):
+    """Holds parameters under a submodule name (``{name: (shape, init)}``) and returns them."""
+
+    shapes: tuple[tuple[str, tuple[int, ...], Any], ...]
+
+    @nn.compact
+    def __call__(self) -> tuple[Array, ...]:
+        return tuple(self.param(name, init, shape, jnp.float32)
+                     for name, shape, init in self.shapes)
+
+
 class ConvNextBlock(nn.Module):
     """``final(x + gamma * pwconv2(gelu(pwconv1(norm(dwconv(x))))))``: depthwise 7x7, LayerNorm
     over channels (eps 1e-6), Linear to ``4 * output_dim``, exact-erf GELU, Linear back, layer
     scale ``gamma`` (init 1e-6), residual, 1x1 conv to ``output_dim``. ``x`` an array or a tuple
-    of channel parts (:class:`DepthwiseConv`)."""
+    of channel parts (:class:`DepthwiseConv`).
+
+    The LayerNorm's scale and shift are folded into ``pwconv1`` (parameters ``norm/{scale, bias}``,
+    ``pwconv1/{kernel, bias}`` as ``nn.LayerNorm`` and ``nn.Dense`` name them): applied to the
+    activations they were broadcast to full maps that XLA:CPU shares between the unrolled
+    iterations and writes out, one map each.
+    """
 
     output_dim: int = DIM
 
@@ -198,8 +215,13 @@ class ConvNextBlock(nn.Module):
         y = DepthwiseConv(7, name="dwconv")(x)
         x = jnp.concatenate(x, axis=-1) if isinstance(x, (tuple, list)) else x
         c, hidden = x.shape[-1], 4 * self.output_dim
-        y = nn.LayerNorm(epsilon=1e-6, use_fast_variance=False, name="norm")(y)
-        y = nn.Dense(hidden, kernel_init=_uniform(c), bias_init=_uniform(c), name="pwconv1")(y)
+        scale, shift = _Params((("scale", (c,), nn.initializers.ones),
+                                ("bias", (c,), nn.initializers.zeros)), name="norm")()
+        kernel, bias = _Params((("kernel", (c, hidden), _uniform(c)),
+                                ("bias", (hidden,), _uniform(c))), name="pwconv1")()
+        y = y - jnp.mean(y, axis=-1, keepdims=True)
+        y = y * jax.lax.rsqrt(jnp.mean(jnp.square(y), axis=-1, keepdims=True) + 1e-6)
+        y = jnp.dot(y, scale[:, None] * kernel) + (jnp.dot(shift, kernel) + bias)
         y = jax.nn.gelu(y, approximate=False)
         y = nn.Dense(c, kernel_init=_uniform(hidden), bias_init=_uniform(hidden),
                      name="pwconv2")(y)
