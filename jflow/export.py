@@ -46,10 +46,8 @@ MIN_SIZE = 64
 # Why a model's H, W cannot be symbolic (appended to the export error); see the README.
 FIXED_SIZE_REASONS = {
     "liteflownet2": "LiteFlowNet2 resizes to a multiple of 32 with interpolation tables computed "
-                    "on the host, so H and W must be concrete; its batch can be symbolic with a "
-                    "bound that settles the size comparisons that pick its correlation "
-                    "implementation per level (436x1024: --constraints='b >= 4'; 64x96: "
-                    "'b <= 16')",
+                    "on the host, so H and W must be concrete; its batch can be symbolic "
+                    "(e.g. --shape='b, 436, 1024')",
     "sea_raft": "SEA-RAFT with scale != 0 resizes the pair by 2^scale on concrete sizes, so H "
                 "and W must be concrete; its batch can be symbolic (scale 0: any b, h, w)",
 }
@@ -388,6 +386,22 @@ def load_exported(path: str | os.PathLike) -> LoadedFlowModel:
 
 # ----------------------------------------------------------------------------------------- CLI
 
+def check_output(path: str | os.PathLike) -> None:
+    """An :class:`ExportError` before any work for an output that cannot be written: a
+    directory, or a path whose nearest existing parent is a file or not writable (missing
+    directories below a writable one are created on save)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ExportError(f"--output {path}: is a directory (give a file name)")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ExportError(f"--output {path}: cannot write there ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"--output {path}: directory {parent} is not writable")
+
+
 def main(argv) -> None:
     import warnings
 
@@ -406,11 +420,7 @@ def main(argv) -> None:
         raise ExportError(f"--input_dtype must be one of {INPUT_DTYPES}, got {f.input_dtype!r}")
     if f.iters is not None and f.iters < 1:
         raise ExportError(f"--iters must be >= 1, got {f.iters}")
-    out_dir = os.path.dirname(os.path.abspath(f.output))
-    if os.path.isdir(f.output):
-        raise ExportError(f"--output {f.output}: is a directory (give a file name)")
-    if os.path.isdir(out_dir) and not os.access(out_dir, os.W_OK):
-        raise ExportError(f"--output {f.output}: directory {out_dir} is not writable")
+    check_output(f.output)
     if fmt == "onnx":
         if f.platforms:
             raise ExportError("--platforms applies to --format=stablehlo only (an ONNX graph "

@@ -10,7 +10,8 @@ padding, normalisation and unpadding inside, iterations / solver steps fixed) is
 with the symbolic (B, H, W) of ``--shape`` into a jaxpr of ``lax`` primitives,
 ``jflow.onnx_rewrite`` re-traces it without the patterns jax2onnx cannot convert (same numbers),
 and jax2onnx lowers that jaxpr (not the Python code: its patched ``jax.numpy`` functions do not
-see jflow's code); identical initializers are then merged (``jflow.onnx_initializers``: jax2onnx
+see jflow's code; ``jflow.onnx_converter`` adapts it: symbolic dimension names, linear-time
+conversion of long graphs); identical initializers are then merged (``jflow.onnx_initializers``: jax2onnx
 stores a constant broadcast once per use, i.e. per unrolled iteration). The weights are
 initializers; inputs ``image1``, ``image2`` (B, H, W, 3) and output
 ``flow`` (B, H, W, 2) keep the symbolic names as ONNX dimension parameters. DEQ solvers'
@@ -40,6 +41,7 @@ import numpy as np
 
 from jflow.export import (DEFAULT_SHAPE, ExportError, PreparedExport, _first_line,
                           _shape_errors, artifact_inputs, write_atomic)
+from jflow.onnx_converter import converting
 from jflow.onnx_initializers import merge_identical_initializers
 from jflow.onnx_rewrite import rewrite
 
@@ -73,31 +75,6 @@ def _onnxruntime():
     except ImportError:
         raise ExportError(INSTALL_HINT) from None
     return onnxruntime
-
-
-@contextlib.contextmanager
-def _symbolic_dims_as_names() -> Iterator[None]:
-    """While converting: jax2onnx (0.17) stamps intermediate value shapes with JAX dimension
-    expressions (``floordiv(h + 7, 8)``), which onnx_ir refuses (it calls ``int()`` on them); they
-    become named ONNX dimension parameters instead (shape annotations only, no graph change)."""
-    import jax
-    import onnx_ir._core as core
-
-    original = getattr(core, "_maybe_convert_to_symbolic_dim", None)
-    if original is None:  # another onnx_ir: nothing to adapt
-        yield
-        return
-
-    def convert(dim):
-        if jax.export.is_symbolic_dim(dim):
-            return core.SymbolicDim(str(dim))
-        return original(dim)
-
-    core._maybe_convert_to_symbolic_dim = convert
-    try:
-        yield
-    finally:
-        core._maybe_convert_to_symbolic_dim = original
 
 
 @contextlib.contextmanager
@@ -175,7 +152,7 @@ def export_onnx(config, variables: Mapping[str, PyTree], *, iters: int | None = 
         return jax.core.eval_jaxpr(closed.jaxpr, closed.consts, image1, image2)[0]
 
     try:
-        with _symbolic_dims_as_names(), _quiet_logger("onnx_ir"):
+        with converting(), _quiet_logger("onnx_ir"):
             proto = jax2onnx.to_onnx(lax_graph, [img, img], model_name=f"jflow_{prep.name}",
                                      input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME])
     except Exception as e:  # noqa: BLE001  (jax2onnx raises many kinds for unsupported graphs)

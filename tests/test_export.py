@@ -127,21 +127,41 @@ def test_bad_options_are_export_errors(tmp_path):
         load_exported(tmp_path / "fixed.zip")(other, other)
 
 
-def test_cli_unknown_format_is_one_error_line(tmp_path):
+def _cli_error_lines(tmp_path, *args):
+    """The stderr lines of ``python -m jflow.export ARGS``, which must exit with status 1."""
     import os
     import subprocess
     import sys
 
-    out = tmp_path / "model.zip"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "jflow.export", "--config=configs/raft.py:small",
-                           "--format=tflite", f"--output={out}"], env=env, capture_output=True,
-                          text=True, timeout=300,
+    proc = subprocess.run([sys.executable, "-m", "jflow.export", *args], env=env,
+                          capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert proc.returncode == 1, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == ["error: --format 'tflite': unknown format (use one of stablehlo, onnx)"], lines
-    assert not out.exists()
+    return [ln for ln in proc.stderr.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize("case", ["unknown_format", "unwritable_output", "not_exportable"])
+def test_cli_bad_input_is_one_error_line_and_no_file(tmp_path, case):
+    """An unknown format, an output under a file, a model/option that cannot be exported
+    (DIP's host-side torch noise with symbolic sizes): one ``error:`` line, nothing written."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = tmp_path / "model.zip"
+    args = {"unknown_format": ["--config=configs/raft.py:small", "--format=tflite"],
+            "unwritable_output": ["--config=configs/raft.py:small,smoke"],
+            "not_exportable": ["--config=configs/dip.py:smoke", "--shape=b, h, w"]}[case]
+    if case == "unwritable_output":
+        out = blocker / "model.zip"
+    lines = _cli_error_lines(tmp_path, *args, f"--output={out}")
+    expected = {"unknown_format": "error: --format 'tflite': unknown format (use one of "
+                                  "stablehlo, onnx)",
+                "unwritable_output": f"error: --output {out}: cannot write there ({blocker} "
+                                     "is a file)",
+                "not_exportable": "error: dip with noise='torch' exports at one size only "
+                                  "(--shape='b, h, w' is symbolic)"}[case]
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and blocker.read_text() == "x"
 
 
 def test_onnx_without_the_extra_is_one_export_error(monkeypatch):
@@ -158,18 +178,9 @@ def test_onnx_without_the_extra_is_one_export_error(monkeypatch):
 
 
 def test_cli_onnx_refuses_platforms_in_one_line(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     out = tmp_path / "model.onnx"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "jflow.export", "--config=configs/raft.py:small",
-                           "--format=onnx", "--platforms=cpu", f"--output={out}"], env=env,
-                          capture_output=True, text=True, timeout=300,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert proc.returncode == 1, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = _cli_error_lines(tmp_path, "--config=configs/raft.py:small", "--format=onnx",
+                             "--platforms=cpu", f"--output={out}")
     assert len(lines) == 1 and lines[0].startswith("error: --platforms applies to "
                                                     "--format=stablehlo only"), lines
     assert not out.exists() and not list(tmp_path.iterdir())

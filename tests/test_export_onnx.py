@@ -94,16 +94,11 @@ MODELS = {
     "deq_gma": ("deq_gma.py:smoke", {}, "b, h, w", (), [(1, 64, 96), (2, 70, 75)]),
     "dip": ("dip.py:smoke", {}, "1, 70, 75", (), [(1, 70, 75)]),
     "dip_jax_noise": ("dip.py:smoke", {"noise": "jax"}, "2, 64, 96", (), [(2, 64, 96)]),
-    # SEA-RAFT: ONNX batch only (StableHLO: HLO_SHAPE)
-    "sea_raft": ("sea_raft.py:S,smoke", {}, "b, 70, 75", (), [(1, 70, 75), (2, 70, 75)]),
-    # LiteFlowNet2: batch only (host-side resize tables), one artifact per size
-    "liteflownet2": ("liteflownet2.py:smoke", {}, "b, 70, 75", ("b <= 16",),
-                     [(1, 70, 75), (2, 70, 75)]),
-    "liteflownet2_64x96": ("liteflownet2.py:smoke", {}, "b, 64, 96", ("b <= 16",),
-                           [(2, 64, 96)]),
+    "sea_raft": ("sea_raft.py:S,smoke", {}, "b, h, w", (), [(1, 64, 96), (2, 70, 75)]),
+    # LiteFlowNet2: batch only (host-side resize tables), one artifact per size, no constraints
+    "liteflownet2": ("liteflownet2.py:smoke", {}, "b, 70, 75", (), [(1, 70, 75), (2, 70, 75)]),
+    "liteflownet2_64x96": ("liteflownet2.py:smoke", {}, "b, 64, 96", (), [(2, 64, 96)]),
 }
-# StableHLO shapes where they differ: SEA-RAFT (scale 0) takes any size there.
-HLO_SHAPE = {"sea_raft": "b, h, w"}
 
 
 @pytest.mark.slow
@@ -116,8 +111,7 @@ def test_every_model_onnx_and_stablehlo_match_flow_predictor(name, tmp_path):
     options = dict(iters=1, shape=shape, constraints=constraints)
     artifact = export_onnx(config, variables, verify=False, **options)
     onnx_fn = load_onnx(artifact.model_bytes)
-    export_model(config, variables, **dict(options, shape=HLO_SHAPE.get(name, shape))).save(
-        tmp_path / "m.zip")
+    export_model(config, variables, **options).save(tmp_path / "m.zip")
     hlo_fn = load_exported(tmp_path / "m.zip")
     predictor = FlowPredictor(model, variables, iters=1, deq=is_deq(config))
     if is_deq(config):  # the solver's while_loop is an ONNX Loop
