@@ -30,6 +30,7 @@ def deq_fixed_point(
     jac_f: Callable[[PyTree, PyTree, PyTree], PyTree] | None = None,
     readout: Callable[[PyTree], PyTree] | None = None,
     ordered: bool = False,
+    x_solve: PyTree | None = None,
 ) -> tuple[list[PyTree], dict]:
     """Solves ``z = f(params, z, x)`` from ``z0``; returns ``(states, stats)``.
 
@@ -47,13 +48,17 @@ def deq_fixed_point(
     segment still starts from the state itself). ``ordered`` (training, phantom / IFT gradients):
     each state's gradient steps and readout keep only their input and are recomputed in the
     backward pass one state at a time, last first (``jflow.deq.ordered.Chain``): the training
-    memory of one supervised state instead of ``n_states``; same values and gradients.
+    memory of one supervised state instead of ``n_states``; same values and gradients (the
+    readout is a segment of its own, recomputed before the state's gradient steps).
+    ``x_solve``: an input ``f`` maps exactly as ``x`` (say, with a precomputed cache) for the
+    gradient-free solve (not for ``grad="unrolled"``): the gradient steps use ``x``, so what only
+    ``x_solve`` holds is not kept for the backward pass.
     """
     total = int(max_steps or cfg.f_max_steps)
     solver = get_solver(cfg.solver, **dict(cfg.solver_kwargs))
     sg = jax.lax.stop_gradient
-    p_ng, x_ng = sg(params), sg(x)
     unrolled = train and cfg.grad == "unrolled"
+    p_ng, x_ng = sg(params), sg(x if x_solve is None or unrolled else x_solve)
 
     def run(z_init, steps, capture=()):
         if unrolled:
@@ -89,7 +94,8 @@ def deq_fixed_point(
         if chain is None:
             z = grad_steps(z_star, last)
             return z, read(z)
-        return chain(lambda zs: (lambda z: (z, read(z)))(grad_steps(zs, last)), z_star)
+        z = chain(lambda zs: grad_steps(zs, last), z_star)
+        return (z, z) if readout is None else chain(lambda z: (z, read(z)), z)
 
     n = cfg.n_states
     if cfg.core == "sliced":

@@ -17,7 +17,7 @@ the (2r+1)^2 offsets.
 
 A correlation "state" is a dict of arrays with a leading batch axis, so it can travel inside the
 DEQ input ``x``: ``{"pyramid": [..]}`` or ``{"fmap1": .., "fmap2": [..]}`` (all-pairs with
-``feature_grad``: both).
+``feature_grad``: both; :func:`window_state` of it: ``{"win_fmap1": .., "win_fmap2": [..]}``).
 """
 from __future__ import annotations
 
@@ -99,6 +99,14 @@ def build_corr(fmap1: Array, fmap2: Array, *, kind: str = "all_pairs", num_level
     raise ValueError(f"corr kind must be one of {CORR_KINDS}, got {kind!r}")
 
 
+def window_state(corr: dict) -> dict:
+    """The feature maps of a ``feature_grad`` state without its pyramid: lookups on it give the
+    same values and gradients, each (2r+2)^2 window computed from the feature maps (a dot product
+    per window position; the windows are kept for the backward pass), so a pyramid used only by
+    a gradient-free solve need not be kept for the backward pass."""
+    return {"win_fmap1": corr["fmap1"], "win_fmap2": list(corr["fmap2"])}
+
+
 def lookup(corr: dict, coords: Array, radius: int = 4) -> jax.Array:
     """Correlation features (B, H, W, levels * (2r+1)^2) at ``coords`` (B, H, W, 2), float32."""
     coords = jnp.asarray(coords, jnp.float32)
@@ -106,6 +114,8 @@ def lookup(corr: dict, coords: Array, radius: int = 4) -> jax.Array:
     k = 2 * radius + 1
     b, h, w, _ = coords.shape
     out = []
+    if "win_fmap1" in corr:
+        return _feature_window_lookup(radius, corr["win_fmap1"], tuple(corr["win_fmap2"]), coords)
     if "pyramid" in corr and "fmap1" in corr and _static_windows(corr["pyramid"]):
         return _feature_grad_lookup(radius, tuple(corr["pyramid"]), corr["fmap1"],
                                     tuple(corr["fmap2"]), coords)
@@ -140,15 +150,20 @@ def _window_level(vol: Array, pts: Array, radius: int) -> jax.Array:
     (2r+2) tap matrices per point (zero where a corner is outside the window, hence outside the
     map), applied as batched matrix products: no per-corner gathers.
     """
-    p, h2, w2 = vol.shape
-    k, n = 2 * radius + 1, 2 * radius + 2
+    h2, w2 = vol.shape[1:]
+    n = 2 * radius + 2
     if h2 < n or w2 < n:  # a coarse level smaller than the window: zeros beyond the map
         vol = jnp.pad(vol, ((0, 0), (0, max(n - h2, 0)), (0, max(n - w2, 0))))
         h2, w2 = vol.shape[1:]
     cy, cx, ty, tx = _window_taps(pts, h2, w2, radius)
     win = jax.vmap(lambda v, y, x: jax.lax.dynamic_slice(v, (y, x), (n, n)))(vol, cy, cx)
+    return _apply_taps(win, ty, tx)
+
+
+def _apply_taps(win: Array, ty: Array, tx: Array) -> jax.Array:
+    """Windows (P, 2r+2, 2r+2) through tap matrices (P, 2r+1, 2r+2) -> (P, (2r+1)^2), x-major."""
     rows = jnp.einsum("piy,pyx->pix", ty, win, precision=_HI)
-    return jnp.einsum("pix,pax->pai", rows, tx, precision=_HI).reshape(p, k * k)  # x-major
+    return jnp.einsum("pix,pax->pai", rows, tx, precision=_HI).reshape(win.shape[0], -1)
 
 
 def _window_taps(pts: Array, h2: int, w2: int, radius: int) -> tuple:
@@ -188,34 +203,101 @@ def _feature_grad_lookup_fwd(radius, pyramid, fmap1, fmap2s, coords):
 def _feature_grad_lookup_bwd(radius, res, g):
     pyramid, f1, f2s, coords = res
     b, h, w, _ = coords.shape
-    k = 2 * radius + 1
-    g = g.reshape(b * h * w, len(pyramid), k, k)  # [point, level, x offset, y offset]
+    levels = [None if 0 in vol.shape else
+              partial(_window_level, vol.reshape(b * h * w, *vol.shape[3:5]), radius=radius)
+              for vol in pyramid]
+    return (None,) + _windows_bwd(radius, levels, f1, f2s, coords, g)
+
+
+def _windows_bwd(radius: int, levels: list, f1: Array, f2s: tuple, coords: Array, g: Array
+                 ) -> tuple:
+    """Gradients ``(d_fmap1, d_fmap2s, d_coords)`` of the lookup's ``sum(g * out)``; ``levels``:
+    per level, the lookup as a function of the points (its windows fixed), None if pooled away."""
+    b, h, w, _ = coords.shape
+    k, n = 2 * radius + 1, 2 * radius + 2
+    g = g.reshape(b * h * w, len(levels), k, k)  # [point, level, x offset, y offset]
     pts = coords.reshape(b * h * w, 2)
     d_f1, d_f2s, d_pts = jnp.zeros_like(f1), [], jnp.zeros_like(pts)
-    for lvl, (vol, f2) in enumerate(zip(pyramid, f2s)):
-        if 0 in vol.shape:  # pooled away: zeros, no gradient
+    for lvl, (level, f2) in enumerate(zip(levels, f2s)):
+        if level is None:  # pooled away: zeros, no gradient
             d_f2s.append(jnp.zeros_like(f2))
             continue
-        flat = vol.reshape(b * h * w, *vol.shape[3:5])
         q = pts / 2**lvl
-        _, vjp_pts = jax.vjp(lambda p, v=flat: _window_level(v, p, radius), q)
+        _, vjp_pts = jax.vjp(level, q)
         d_pts = d_pts + vjp_pts(g[:, lvl].reshape(-1, k * k))[0] / 2**lvl
-        n = 2 * radius + 2
-        hp, wp = max(flat.shape[1], n), max(flat.shape[2], n)
-        cy, cx, ty, tx = _window_taps(q, hp, wp, radius)
+        cy, cx, ty, tx = _window_taps(q, max(f2.shape[1], n), max(f2.shape[2], n), radius)
         d_win = jnp.einsum("pai,piy,pax->pyx", g[:, lvl], ty, tx, precision=_HI)
-        a, b2 = _window_feature_grads(f1, f2, cy, cx, d_win)
-        d_f1, d_f2s = d_f1 + a, d_f2s + [b2]
-    return None, d_f1, tuple(d_f2s), d_pts.reshape(coords.shape)
+        # one fmap1-gradient buffer carried through every level's loop
+        d_f1, d2 = _window_feature_grads(f1, f2, cy, cx, d_win, d_f1)
+        d_f2s.append(d2)
+    return d_f1, tuple(d_f2s), d_pts.reshape(coords.shape)
 
 
 _feature_grad_lookup.defvjp(_feature_grad_lookup_fwd, _feature_grad_lookup_bwd)
 
 
-def _window_feature_grads(f1: Array, f2: Array, cy: Array, cx: Array, d_win: Array) -> tuple:
-    """Gradients of ``sum(d_win * win)`` w.r.t. ``f1`` (B, H, W, C) and ``f2`` (B, h2, w2, C),
-    where ``win[p, y, x] = <f1[p], f2[cy + y, cx + x]> / sqrt(C)`` (zero beyond the map): one
-    window offset at a time (a loop over (2r+2)^2 gathers / scatter-adds of (B, HW, C))."""
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _feature_window_lookup(radius, fmap1, fmap2s, coords):
+    """``lookup`` on a :func:`window_state`: the windows from the feature maps."""
+    return _feature_window_lookup_fwd(radius, fmap1, fmap2s, coords)[0]
+
+
+def _feature_window_lookup_fwd(radius, fmap1, fmap2s, coords):
+    b, h, w, _ = coords.shape
+    k, n = 2 * radius + 1, 2 * radius + 2
+    pts = coords.reshape(b * h * w, 2)
+    out, wins = [], []
+    for lvl, f2 in enumerate(fmap2s):
+        if f2.shape[1] == 0 or f2.shape[2] == 0:  # pooled away: every corner is padding
+            out.append(jnp.zeros((b * h * w, k * k), jnp.float32))
+            wins.append(None)
+            continue
+        cy, cx, ty, tx = _window_taps(pts / 2**lvl, max(f2.shape[1], n), max(f2.shape[2], n),
+                                      radius)
+        wins.append(_feature_windows(fmap1, f2, cy, cx, n))
+        out.append(_apply_taps(wins[-1], ty, tx))
+    return jnp.concatenate(out, axis=-1).reshape(b, h, w, -1), (fmap1, fmap2s, coords, wins)
+
+
+def _feature_window_lookup_bwd(radius, res, g):
+    f1, f2s, coords, wins = res
+    n = 2 * radius + 2
+
+    def level(win, f2):
+        hp, wp = max(f2.shape[1], n), max(f2.shape[2], n)
+        return lambda q: _apply_taps(win, *_window_taps(q, hp, wp, radius)[2:])
+
+    levels = [None if win is None else level(win, f2) for win, f2 in zip(wins, f2s)]
+    return _windows_bwd(radius, levels, f1, f2s, coords, g)
+
+
+_feature_window_lookup.defvjp(_feature_window_lookup_fwd, _feature_window_lookup_bwd)
+
+
+def _feature_windows(f1: Array, f2: Array, cy: Array, cx: Array, n: int) -> jax.Array:
+    """``win[p, y, x] = <f1[p], f2[cy + y, cx + x]> / sqrt(C)`` (P, n, n) for ``f1`` (B, H, W, C),
+    ``f2`` (B, h2, w2, C) zero-padded to at least n x n: one gather of (B, HW, C) rows per
+    window position, in a loop."""
+    b, h, w, c = f1.shape
+    h2, w2 = f2.shape[1:3]
+    hp, wp = max(h2, n), max(w2, n)
+    f2p = jnp.pad(f2, ((0, 0), (0, hp - h2), (0, wp - w2), (0, 0))).reshape(b, hp * wp, c)
+    f1 = f1.reshape(b, h * w, c) * jax.lax.rsqrt(jnp.float32(c))
+    start = (cy * wp + cx).reshape(b, h * w)
+
+    def dot(o):
+        rows = jnp.take_along_axis(f2p, (start + (o // n) * wp + o % n)[..., None], axis=1)
+        return jnp.einsum("bpc,bpc->bp", rows, f1, precision=_HI)
+
+    return jnp.moveaxis(jax.lax.map(dot, jnp.arange(n * n)), 0, -1).reshape(b * h * w, n, n)
+
+
+def _window_feature_grads(f1: Array, f2: Array, cy: Array, cx: Array, d_win: Array,
+                          d_f1: Array | None = None) -> tuple:
+    """Gradients of ``sum(d_win * win)`` w.r.t. ``f1`` (B, H, W, C; added to ``d_f1`` if given)
+    and ``f2`` (B, h2, w2, C), where ``win[p, y, x] = <f1[p], f2[cy + y, cx + x]> / sqrt(C)``
+    (zero beyond the map): one window offset at a time (a loop over (2r+2)^2 gathers /
+    scatter-adds of (B, HW, C))."""
     b, h, w, c = f1.shape
     h2, w2 = f2.shape[1:3]
     n = d_win.shape[-1]
@@ -233,7 +315,8 @@ def _window_feature_grads(f1: Array, f2: Array, cy: Array, cx: Array, d_win: Arr
         d1 = d1 + wgt * jnp.take_along_axis(f2p, idx[..., None], axis=1)
         return d1, d2.at[bi, idx].add(wgt * f1)
 
-    d1, d2 = jax.lax.fori_loop(0, n * n, body, (jnp.zeros_like(f1), jnp.zeros_like(f2p)))
+    d1 = jnp.zeros_like(f1) if d_f1 is None else d_f1.reshape(f1.shape)
+    d1, d2 = jax.lax.fori_loop(0, n * n, body, (d1, jnp.zeros_like(f2p)))
     return d1.reshape(b, h, w, c), d2.reshape(b, hp, wp, c)[:, :h2, :w2]
 
 

@@ -9,13 +9,17 @@ attention. ``jflow.deq.deq_fixed_point`` solves it with every option from ``deq`
 to each returned ``h``: ``flow = convex_upsample(coords1 - coords0, 0.25 * mask(h))``.
 
 Training memory options (same loss and gradients, more compute): ``remat_encoder`` recomputes
-both encoders in the backward pass (``jflow.models.encoders.remat_encoder``), the feature
-encoder one image at a time, the second image's backward pass before the first's
-(``jflow.deq.ordered.Chain``); ``remat_states`` keeps only the state entering each supervised
-gradient step and recomputes its step and decoding (phantom / IFT step, mask head, convex
-upsampling) in the backward pass, one state after another (``deq_fixed_point(ordered=True)``);
-``corr_feature_grad`` (all-pairs) gives the feature maps' gradient from the lookups' windows
-without an (HW)^2 gradient of the correlation pyramid (``jflow.models.corr.build_corr``).
+both encoders in the backward pass as ``jflow.deq.ordered.Chain`` segments, the feature encoder
+one image at a time, the context encoder's backward pass after the feature encoder's, each
+encoder's stem and blocks one at a time (``jflow.models.encoders.chained``: the context
+encoder's BatchNorm statistics are updated from those pure applications); ``remat_states``
+keeps only the state entering each supervised gradient step and recomputes its step (phantom /
+IFT step) and its decoding (mask head, convex upsampling) in the backward pass, each a segment
+of its own, one state after another (``deq_fixed_point(ordered=True)``); ``corr_feature_grad`` (all-pairs) gives the
+feature maps' gradient from the lookups' windows without an (HW)^2 gradient of the
+correlation pyramid (``jflow.models.corr.build_corr``), and the supervised steps compute their
+windows from the feature maps (``corr.window_state``), so the pyramid serves the solve only
+and is not kept for the backward pass.
 
 Returns ``flow``, ``flow_low``, ``state = {"h", "flow"}`` (the fixed point, for reuse on the next
 frame via ``state_init``), ``stats`` (solver stats) and, when ``train``, ``predictions``
@@ -35,8 +39,8 @@ from jflow import geometry
 from jflow.deq import DEQConfig, deq_fixed_point
 from jflow.deq.ordered import Chain
 from jflow.models.attention import Attention
-from jflow.models.corr import build_corr, lookup
-from jflow.models.encoders import Encoder, normalize_image, remat_encoder
+from jflow.models.corr import build_corr, lookup, window_state
+from jflow.models.encoders import Encoder, chained, normalize_image, remat_encoder
 from jflow.models.raft import check_images, check_low_res, check_state, features
 from jflow.models.update import UpdateBlock, mask_head
 
@@ -141,11 +145,15 @@ class DEQRAFT(nn.Module):
         im1, im2 = normalize_image(image1), normalize_image(image2)
         encoder = partial(remat_encoder(self.remat_encoder), dtype=dtype, remat=self.remat_encoder)
         fnet = encoder(odim, "instance", name="fnet")
-        if self.remat_encoder and train and not self.is_initializing():
+        chain = Chain() if self.remat_encoder and train and not self.is_initializing() else None
+        if chain is not None:
+            # the context encoder's backward pass last, after the feature encoder's (below)
+            cnet = Encoder(hdim, "batch", freeze_bn=self.freeze_bn, dtype=dtype, remat=True,
+                           parent=None)
+            inp = nn.relu(chained(self, chain, cnet, "cnet", im1, train=train))
             # one image at a time (instance norm: the same maps), backward passes in turn
             net = Encoder(odim, "instance", dtype=dtype, remat=True, parent=None)
             run = partial(net.apply, {"params": self.variables["params"]["fnet"]}, train=train)
-            chain = Chain()
             fmap1 = chain(run, im1)
             # fmap1 passes through the second segment, whose recomputation then waits for both
             # maps' gradients: the correlation's (HW)^2 gradient is gone by then
@@ -157,12 +165,17 @@ class DEQRAFT(nn.Module):
             fmap1, fmap2 = features(fnet, im1, im2, train)
         corr_state = build_corr(fmap1, fmap2, kind=self.corr, num_levels=self.corr_levels,
                                 feature_grad=self.corr_feature_grad and train)
-        inp = nn.relu(encoder(hdim, "batch", freeze_bn=self.freeze_bn, name="cnet")(im1, train))
+        if chain is None:
+            inp = nn.relu(encoder(hdim, "batch", freeze_bn=self.freeze_bn, name="cnet")(im1, train))
         b, h, w = fmap1.shape[:3]
         coords0 = geometry.coords_grid(b, h, w)
         x = {"inp": inp, "corr": corr_state, "coords0": coords0}
         if self.gma:
             x["attn"] = Attention(hdim, 1, pos_emb=False, dtype=dtype, name="attn")(inp)
+        x_solve = None
+        if self.corr_feature_grad and train and "pyramid" in corr_state:
+            # the gradient steps' lookups from the feature maps: the pyramid serves the solve
+            x_solve, x = x, {**x, "corr": window_state(corr_state)}
 
         z0 = {"h": jnp.zeros((b, h, w, hdim), jnp.float32), "coords1": coords0}
         if state_init is not None:
@@ -192,7 +205,7 @@ class DEQRAFT(nn.Module):
                                       max_steps=steps, key=key,
                                       jac_f=partial(self._step, detach=False),
                                       readout=lambda z: (z, _decode(mask, z, coords0)),
-                                      ordered=ordered)
+                                      ordered=ordered, x_solve=x_solve)
         states, decoded = [z for z, _ in outs], [d for _, d in outs]
         flow_low, flow = decoded[-1]
         out = {"flow": flow, "flow_low": flow_low, "stats": stats,

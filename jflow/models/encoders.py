@@ -7,7 +7,6 @@ Submodule names follow the PyTorch attributes: ``conv1``, ``norm1``, ``layer{1,2
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -75,10 +74,11 @@ class Encoder(nn.Module):
     """RAFT ``BasicEncoder`` (widths 64/96/128) or ``SmallEncoder`` (``small``: 32/64/96).
 
     Input (B, H, W, 3) normalised to [-1, 1]; output (B, H/8, W/8, ``output_dim``).
-    ``remat``: each residual block is recomputed in the backward pass from its input (only block
-    inputs are kept), in training without batch statistics as ``jflow.deq.ordered.Chain``
-    segments (one block's recomputation live at a time); see :func:`remat_encoder` to recompute
-    the whole encoder as well.
+    ``remat``: the stem and each residual block are recomputed in the backward pass from their
+    input (only those inputs are kept); in training they are ``jflow.deq.ordered.Chain``
+    segments (one segment's recomputation live at a time), applied as pure functions whose
+    updated batch statistics are written back. See :func:`remat_encoder` to recompute the
+    whole encoder as well.
     """
 
     output_dim: int
@@ -92,28 +92,75 @@ class Encoder(nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         widths = (32, 64, 96) if self.small else (64, 96, 128)
         block = BottleneckBlock if self.small else ResidualBlock
-        # without running statistics to update, blocks are applied purely as ordered segments
-        chain = (Chain() if self.remat and train and self.norm_fn != "batch"
-                 and not self.is_initializing() else None)
-        if self.remat and chain is None:
-            block = nn.remat(block, static_argnums=(2,))  # (self, x, train): train is static
-        stem = widths[0]
-        x = Conv2d(stem, 7, 2, 3, init_mode="kaiming", dtype=self.dtype, name="conv1")(x)
-        x = make_norm(self.norm_fn, "norm1", stem, train=train, freeze_bn=self.freeze_bn,
-                      num_groups=8)(x)
-        x = nn.relu(x)
+        stem = Stem(widths[0], self.norm_fn, self.freeze_bn, self.dtype, parent=None)
+        if self.remat and train and not self.is_initializing():
+            chain = Chain()  # segments applied purely, in order
+            x = chained(self, chain, stem, STEM_NAMES, x, train=train)
+        else:
+            chain = None
+            if self.remat:
+                block = nn.remat(block, static_argnums=(2,))  # (self, x, train): train is static
+            x = stem_layers(x, widths[0], self.norm_fn, self.freeze_bn, self.dtype, train)
         for i, (width, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
             for j, s in enumerate((stride, 1)):
                 name = f"layer{i}_{j}"
                 if chain is None:
                     x = block(width, self.norm_fn, s, self.freeze_bn, self.dtype, name=name)(
                         x, train)
-                    continue
-                pure = block(width, self.norm_fn, s, self.freeze_bn, self.dtype, parent=None)
-                x = chain(partial(pure.apply, {"params": self.variables["params"][name]},
-                                  train=train), x)
+                else:
+                    pure = block(width, self.norm_fn, s, self.freeze_bn, self.dtype, parent=None)
+                    x = chained(self, chain, pure, name, x, train=train)
         return Conv2d(self.output_dim, 1, 1, 0, init_mode="kaiming", dtype=self.dtype,
                       name="conv2")(x)
+
+
+STEM_NAMES = ("conv1", "norm1")
+
+
+def stem_layers(x: Array, width: int, norm_fn: str, freeze_bn: bool, dtype: Any,
+                train: bool) -> Array:
+    """The encoders' stem, ``relu(norm1(conv1(x)))`` (7x7, stride 2), as submodules of the
+    module whose compact method calls it."""
+    x = Conv2d(width, 7, 2, 3, init_mode="kaiming", dtype=dtype, name="conv1")(x)
+    x = make_norm(norm_fn, "norm1", width, train=train, freeze_bn=freeze_bn, num_groups=8)(x)
+    return nn.relu(x)
+
+
+class Stem(nn.Module):
+    """:func:`stem_layers` as a module of its own (``conv1``, ``norm1`` at its root)."""
+
+    width: int
+    norm_fn: str
+    freeze_bn: bool = False
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        return stem_layers(x, self.width, self.norm_fn, self.freeze_bn, self.dtype, train)
+
+
+def chained(parent: nn.Module, chain: Chain, module: nn.Module, names: str | tuple[str, ...],
+            *args: Array, **kwargs: Any) -> Any:
+    """``module`` (built with ``parent=None``) applied as a segment of ``chain`` with the
+    variables of ``parent``'s submodule ``names`` (a name: the submodule's variables are the
+    module's; a tuple: the module's root holds those submodules). In training with batch
+    statistics to update (``parent``'s ``batch_stats`` mutable), the module's updated
+    statistics are written back to ``parent``'s."""
+    def select(tree):
+        if isinstance(names, str):
+            return tree.get(names)
+        return {n: tree[n] for n in names if n in tree} or None
+
+    variables = {col: v for col, tree in parent.variables.items()
+                 if (v := select(tree)) is not None}
+    if not variables.get("batch_stats") or not parent.is_mutable_collection("batch_stats"):
+        return chain(lambda *a: module.apply(variables, *a, **kwargs), *args)
+    out, new = chain(lambda *a: module.apply(variables, *a, mutable=["batch_stats"], **kwargs),
+                     *args)
+    stats = new["batch_stats"]
+    for name, value in ({names: stats} if isinstance(names, str) else stats).items():
+        parent.put_variable("batch_stats", name, value)
+    return out
 
 
 def remat_encoder(enabled: bool) -> type[Encoder]:
