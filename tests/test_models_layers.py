@@ -100,6 +100,23 @@ def test_conv2d_on_parts_equals_conv_of_their_concatenation():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
+def test_conv2d_pad_features_is_the_same_conv():
+    """Zero filters padding the outputs to a multiple are sliced off: same parameters, same map."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(1, 6, 7, 5)), jnp.float32)
+    plain, padded = Conv2d(6, 3, 1, 1), Conv2d(6, 3, 1, 1, pad_features=4)
+    variables = plain.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.map(jnp.shape, padded.init(jax.random.PRNGKey(0), x)) == jax.tree.map(
+        jnp.shape, variables)
+    eqns = jax.make_jaxpr(lambda v: padded.apply(v, x))(variables).jaxpr.eqns
+    convs = [e for e in eqns if e.primitive.name == "conv_general_dilated"]
+    assert [e.outvars[0].aval.shape[-1] for e in convs] == [8]  # 6 outputs padded to 8
+    y = padded.apply(variables, x)
+    assert y.shape == (1, 6, 7, 6)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(plain.apply(variables, x)), rtol=1e-6,
+                               atol=1e-6)
+
+
 def test_update_block_split_context_is_the_same_function():
     from jflow.models.update import UpdateBlock
 

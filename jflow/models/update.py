@@ -40,7 +40,7 @@ class MotionEncoder(nn.Module):
             cor = nn.relu(Conv2d(c2, 3, 1, 1, name="convc2", **conv)(cor))
         flo = nn.relu(Conv2d(f1, 7, 1, 3, name="convf1", **conv)(flow))
         flo = nn.relu(Conv2d(f2, 3, 1, 1, name="convf2", **conv)(flo))
-        out = nn.relu(Conv2d(cat - 2, 3, 1, 1, name="conv", **conv)(
+        out = nn.relu(Conv2d(cat - 2, 3, 1, 1, name="conv", pad_features=16, **conv)(
             jnp.concatenate([cor, flo.astype(cor.dtype)], axis=-1)))
         return jnp.concatenate([out, flow.astype(out.dtype)], axis=-1)
 
