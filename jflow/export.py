@@ -222,6 +222,7 @@ class PreparedExport:
                 "(B, H, W); give one size (--shape='1, 448, 1024') or --config.model.noise=jax "
                 "(symbolic b, h, w; a different random initial flow than the official code)")
         self.input_dtype = input_dtype
+        self.fmt = fmt
         self.function = inference_function(self.model, self.treedef, iters=iters, padding=padding)
         multiple, fill = input_padding(self.model)
         self.meta = {
@@ -253,11 +254,16 @@ class PreparedExport:
     def shape_error(self, error: BaseException, what: str = "exported") -> ExportError:
         """The ExportError for a model that needs concrete sizes where the shape is symbolic."""
         name = self.name
-        return ExportError(
-            f"{name} cannot be {what} with --shape={self.shape_spec!r}: {_first_line(error)} "
-            "(export with sizes given as multiples, e.g. --shape='b, 8*k, 8*l', a bound, e.g. "
-            "--constraints='b <= 16', or one size, e.g. --shape='1, 440, 1024')"
-            + (f"; {FIXED_SIZE_REASONS[name]}" if name in FIXED_SIZE_REASONS else ""))
+        if name in FIXED_SIZE_REASONS:
+            hint = f"{FIXED_SIZE_REASONS[name]}; give H and W, e.g. --shape='b, 440, 1024'"
+        elif self.fmt == "onnx":
+            hint = "export with a bound, e.g. --constraints='b <= 16', or one size, e.g. " \
+                   "--shape='1, 440, 1024'"
+        else:
+            hint = "export with sizes given as multiples, e.g. --shape='b, 8*k, 8*l', a bound, " \
+                   "e.g. --constraints='b <= 16', or one size, e.g. --shape='1, 440, 1024'"
+        return ExportError(f"{name} cannot be {what} with --shape={self.shape_spec!r}: "
+                           f"{_first_line(error)}; {hint}")
 
 
 def export_model(config, variables: Mapping[str, PyTree], *, iters: int | None = None,

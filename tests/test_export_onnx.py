@@ -154,8 +154,9 @@ def test_unrolled_iterations_share_their_constants():
 
 
 def test_what_cannot_be_converted_is_one_export_error(tmp_path):
-    """Refused before converting (expressions in --shape, DIP with symbolic sizes); an unwritable
-    output leaves nothing behind."""
+    """Refused before converting (expressions in --shape, DIP with symbolic sizes) or while
+    tracing (SEA-RAFT with scale != 0, LiteFlowNet2 with symbolic sizes), with the reason; an
+    unwritable output leaves nothing behind."""
     from jflow.export_onnx import export_onnx
 
     config, _, variables = _setup("raft.py:small,smoke")
@@ -165,6 +166,12 @@ def test_what_cannot_be_converted_is_one_export_error(tmp_path):
         dip_config, _, dip_variables = _setup("dip.py:smoke", noise=noise)
         with pytest.raises(ExportError, match="dip exports to ONNX at one size only"):
             export_onnx(dip_config, dip_variables, shape="b, h, w")
+    for spec, overrides, why in [("sea_raft.py:S,smoke", {"scale": -1}, "scale != 0 resizes"),
+                                 ("liteflownet2.py:smoke", {}, "resizes to a multiple of 32")]:
+        fixed_config, _, fixed_variables = _setup(spec, **overrides)
+        with pytest.raises(ExportError, match=f"cannot be converted with --shape='b, h, w': .*"
+                                              f"{why}.*give H and W"):
+            export_onnx(fixed_config, fixed_variables, shape="b, h, w")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ExportError, match="cannot write"):
