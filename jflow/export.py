@@ -46,8 +46,7 @@ MIN_SIZE = 64
 # Why a model's H, W cannot be symbolic (appended to the export error); see the README.
 FIXED_SIZE_REASONS = {
     "liteflownet2": "LiteFlowNet2 resizes to a multiple of 32 with interpolation tables computed "
-                    "on the host, so H and W must be concrete; its batch can be symbolic "
-                    "(e.g. --shape='b, 436, 1024')",
+                    "on the host, so H and W must be concrete; its batch can be symbolic",
     "sea_raft": "SEA-RAFT with scale != 0 resizes the pair by 2^scale on concrete sizes, so H "
                 "and W must be concrete; its batch can be symbolic (scale 0: any b, h, w)",
 }
