@@ -28,6 +28,10 @@ with the Jacobian-penalised weights of ``experiments/jacobian.py``):
         deq_raft.py:T,stage=chairs deq.f_stop_mode=rel; \
         deq_raft.py:T,stage=chairs deq.grad=unrolled deq.f_max_steps=12 deq.n_states=6; \
         raft.py:small,stage=chairs"
+
+and (``train_step_trained_python_unroll``) the first two configs beside
+``"deq_raft.py:T,stage=chairs deq.grad=unrolled deq.unroll_impl=python deq.f_max_steps=12
+deq.n_states=6"`` with ``--repeats=6``.
 """
 from __future__ import annotations
 
