@@ -4,8 +4,8 @@
         [--batch=1 --repeats=3 --crop=368x496] [--checkpoint=DIR --data=synthetic]
 
 For each config (``;``-separated, each ``file.py[:arg] [key=value ...]`` as in
-``jflow.benchmark --compare``, plus ``deq.<DEQConfig field>=value`` for fields a recipe does not
-set, e.g. ``deq.unroll_impl=python``): builds the model (random weights, or ``--checkpoint``'s for every
+``jflow.benchmark --compare``, including ``deq.<DEQConfig field>=value`` for fields a recipe does
+not set, e.g. ``deq.unroll_impl=python``): builds the model (random weights, or ``--checkpoint``'s for every
 config whose model and size match it: the other configs keep random weights, said in the
 ``weights`` column), the trainer's jit-compiled update (``jflow.train.make_update_fn``: loss,
 gradients, AdamW, metrics) and one batch at the recipe's crop (``--data=random``: noise images
@@ -92,30 +92,9 @@ def load_weights(model, config, checkpoint: str | None) -> tuple[dict, str]:
     return random_variables(model, seed=0), "random"
 
 
-def parse_spec(spec: str):
-    """``jflow.benchmark.parse_compare`` plus ``deq.<field>=value`` for ``DEQConfig`` fields
-    that the recipe does not set (e.g. ``deq.unroll_impl=python``)."""
-    import ast
-    import dataclasses
-
-    from jflow.deq import DEQConfig
-
-    fields = {f.name for f in dataclasses.fields(DEQConfig)}
-    tokens = spec.split()
-    extra = [t for t in tokens[1:] if t.startswith("deq.") and t[4:].partition("=")[0] in fields]
-    label, config = benchmark.parse_compare(" ".join(t for t in tokens if t not in extra))
-    for item in extra:
-        key, _, raw = item[4:].partition("=")
-        try:
-            config.deq[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            config.deq[key] = raw
-    return spec, config
-
-
 def prepare(spec: str, batch: int, crop: tuple[int, int], checkpoint: str | None = None,
             data_kind: str = "random") -> dict:
-    label, config = parse_spec(spec)
+    label, config = benchmark.parse_compare(spec)
     config.train.batch_size = batch
     model = model_from_config(config)
     variables, weights = load_weights(model, config, checkpoint)

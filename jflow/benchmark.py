@@ -280,8 +280,16 @@ def side_by_side(configs: list[tuple[str, Any]], height: int, width: int, *, bat
 
 def parse_compare(spec: str) -> tuple[str, Any]:
     """``"file.py[:arg] key=value ..."`` -> ``(spec, config)``: the file's config with the dotted
-    keys set (values read as Python literals, else kept as strings; every key must exist)."""
+    keys set (values read as Python literals, else kept as strings; every key must exist, or be
+    ``deq.<field>`` of a DEQ model's ``DEQConfig`` field the recipe leaves at its default, e.g.
+    ``deq.unroll_impl=python``)."""
+    import dataclasses
+
     from jflow.config_files import load_config
+    from jflow.deq import DEQConfig
+    from jflow.models import is_deq
+
+    deq_fields = {f.name for f in dataclasses.fields(DEQConfig)}
 
     path, *overrides = spec.split() or [""]
     if not path:
@@ -295,7 +303,8 @@ def parse_compare(spec: str) -> tuple[str, Any]:
             node = node[part] if sep and part in node else None
             if node is None:
                 break
-        if not sep or node is None or leaf not in node:
+        default_deq = parents == ["deq"] and leaf in deq_fields and is_deq(config)
+        if not sep or node is None or (leaf not in node and not default_deq):
             raise InputError(f"jflow.benchmark: --compare {spec!r}: {item!r} is not "
                              f"key=value with an existing config field")
         try:

@@ -76,7 +76,16 @@ def test_side_by_side_alternates_and_shows_default_iterations():
     assert benchmark.csv_row(recs[1])["Iters"] == 4
 
 
-@pytest.mark.parametrize("spec", ["configs/raft.py:small model.nope=1", "configs/raft.py iters"])
+def test_compare_spec_sets_a_deq_field_the_recipe_leaves_at_its_default():
+    spec = "configs/deq_raft.py:smoke deq.unroll_impl='python' deq.f_max_steps=5"
+    assert "unroll_impl" not in benchmark.parse_compare(spec.split()[0])[1].deq
+    config = benchmark.parse_compare(spec)[1]
+    assert config.deq.unroll_impl == "python" and config.deq.f_max_steps == 5
+
+
+@pytest.mark.parametrize("spec", ["configs/raft.py:small model.nope=1", "configs/raft.py iters",
+                                  "configs/deq_raft.py:smoke deq.nope=1",
+                                  "configs/raft.py:small deq.unroll_impl=python"])
 def test_compare_spec_errors_name_the_item(spec):
     with pytest.raises(ValueError, match="--compare"):
         benchmark.parse_compare(spec)

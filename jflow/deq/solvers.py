@@ -160,10 +160,11 @@ class Anderson:
         F = jnp.where(put, fx[:, None, :], state["F"])
         valid = state["valid"] | slot  # (B, m)
         cdt = _compute_dtype(x)
-        if self.restart_cond:
-            valid = jnp.where(self._ill_conditioned(F - X, valid, cdt)[:, None], slot, valid)
         G = ((F - X) * valid[..., None]).astype(cdt)
         gram = jnp.einsum("bid,bjd->bij", G, G)
+        if self.restart_cond:  # the cleared columns' rows and columns of the same Gram matrix
+            valid = jnp.where(self._ill_conditioned(gram, valid, cdt)[:, None], slot, valid)
+            gram = gram * (valid[:, :, None] & valid[:, None, :])
         ridge = jnp.full((x.shape[0],), self.ridge, cdt)
         if self.relative_ridge:
             diag = jnp.einsum("bii->bi", gram)
@@ -189,11 +190,9 @@ class Anderson:
             x_next, new["sg"], _ = safeguard.apply(state["sg"], x, fx, x_next, ok, self.safeguard)
         return x_next, new
 
-    def _ill_conditioned(self, G: jax.Array, valid: jax.Array, cdt) -> jax.Array:
-        """(B,) cond(G G^T) over the valid columns > restart_cond (unused slots get the mean
-        diagonal, so they do not count)."""
-        G = (G * valid[..., None]).astype(cdt)
-        gram = jnp.einsum("bid,bjd->bij", G, G)
+    def _ill_conditioned(self, gram: jax.Array, valid: jax.Array, cdt) -> jax.Array:
+        """(B,) cond(gram) over the valid columns > restart_cond (``gram`` zero outside them;
+        unused slots get the mean diagonal, so they do not count)."""
         diag = jnp.einsum("bii->bi", gram)
         mean = jnp.sum(diag, axis=1) / jnp.maximum(jnp.sum(valid, axis=1), 1)
         gram = gram + jnp.where(valid, 0.0, mean[:, None])[:, :, None] * jnp.eye(valid.shape[1])

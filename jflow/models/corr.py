@@ -110,12 +110,12 @@ def window_state(corr: dict) -> dict:
 def lookup(corr: dict, coords: Array, radius: int = 4) -> jax.Array:
     """Correlation features (B, H, W, levels * (2r+1)^2) at ``coords`` (B, H, W, 2), float32."""
     coords = jnp.asarray(coords, jnp.float32)
+    if "win_fmap1" in corr:
+        return _feature_window_lookup(radius, corr["win_fmap1"], tuple(corr["win_fmap2"]), coords)
     delta = offsets(radius)
     k = 2 * radius + 1
     b, h, w, _ = coords.shape
     out = []
-    if "win_fmap1" in corr:
-        return _feature_window_lookup(radius, corr["win_fmap1"], tuple(corr["win_fmap2"]), coords)
     if "pyramid" in corr and "fmap1" in corr and _static_windows(corr["pyramid"]):
         return _feature_grad_lookup(radius, tuple(corr["pyramid"]), corr["fmap1"],
                                     tuple(corr["fmap2"]), coords)

@@ -92,9 +92,9 @@ class Encoder(nn.Module):
     def __call__(self, x: Array, train: bool = False) -> Array:
         widths = (32, 64, 96) if self.small else (64, 96, 128)
         block = BottleneckBlock if self.small else ResidualBlock
-        stem = Stem(widths[0], self.norm_fn, self.freeze_bn, self.dtype, parent=None)
         if self.remat and train and not self.is_initializing():
             chain = Chain()  # segments applied purely, in order
+            stem = Stem(widths[0], self.norm_fn, self.freeze_bn, self.dtype, parent=None)
             x = chained(self, chain, stem, STEM_NAMES, x, train=train)
         else:
             chain = None
