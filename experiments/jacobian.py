@@ -6,7 +6,9 @@ From the same start (``--checkpoint``: the README quick-start model, DEQ-RAFT-T 
 steps), trains ``--steps`` more steps of the quick-start recipe (``configs/deq_raft.py``, warm
 start through ``config.train.init_from``) once per weight of ``config.deq.jac_loss_weight`` in
 ``--weights`` (0 = the control: the same extra training without the penalty), each in
-``--runs/jac_<w>`` (an existing finished run is reused, not retrained). Then, for every run:
+``--runs/jac_<w>`` (an existing finished run is reused, not retrained); ``--checkpoint=scratch``
+trains the recipe from its random initialisation instead (``--steps=300`` with weight 0 is the
+quick start itself). Then, for every run:
 synthetic validation EPE (the trainer's), the mean Jacobian penalty of its last logged steps, the
 solvers of ``experiments/solvers.py`` (``--solvers``) on the same two problems (``--pairs``
 consecutive Sintel demo pairs at 104x256, default all 9; four synthetic 64x96 pairs; relative
@@ -32,12 +34,17 @@ import reuse  # noqa: E402
 import solvers  # noqa: E402
 
 
+SCRATCH = "scratch"  # --checkpoint value: train from the recipe's random initialisation
+
+
 def finetune(checkpoint: str, workdir: str, weight: float, steps: int) -> None:
     from jflow import train
     from jflow.config_files import load_config
 
     c = load_config("configs/deq_raft.py")
-    c.train.init_from, c.train.num_steps = checkpoint, steps
+    if checkpoint != SCRATCH:
+        c.train.init_from = checkpoint
+    c.train.num_steps = steps
     c.deq.jac_loss_weight = weight
     done = os.path.join(workdir, "checkpoints", str(steps))
     if os.path.isdir(done):
@@ -68,7 +75,9 @@ def reuse_ratio(workdir: str, tol: float, frames: str, scale: float) -> dict:
 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="the quick-start run (start of every run)")
+    p.add_argument("--checkpoint", required=True,
+                   help=f"the quick-start run (start of every run), or {SCRATCH!r}: train "
+                   "--steps of the quick-start recipe from its random initialisation")
     p.add_argument("--weights", default="0,1,2,3,10")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--runs", default="runs", help="parent folder of the jac_<w> workdirs")

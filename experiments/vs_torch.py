@@ -26,7 +26,9 @@ CUDA-only).
 
 Writes ``experiments/results/vs_torch.{csv,json}`` (rows are merged by (model, size): a rerun with
 ``--models=raft`` replaces only RAFT's rows, so a long run can be resumed model by model) and
-``vs_torch.png`` (speed-up per row). The load average before and after each row is recorded:
+``vs_torch.png`` (speed-up per row). ``jflow_idle_cpu_ms`` / ``torch_idle_cpu_ms``: the CPU time a
+process used while the other one was timed (threads spinning after their work would slow the
+other's run). The load average before and after each row is recorded:
 timings on a shared machine are noisy, rerun on a quiet one.
 """
 from __future__ import annotations
@@ -189,18 +191,25 @@ def measure(name: str, hw: tuple[int, int], official: str, a) -> dict:
                        flow_mean_px=float(np.abs(ref).mean()),
                        jflow_flow_mean_px=float(np.abs(flow).mean()),
                        agree=bool(diff.max() < a.atol))
-            jax_ms, jax_cpu, torch_ms, torch_cpu = [], [], [], []
+            jax_ms, jax_cpu, torch_ms, torch_cpu, jax_idle, torch_idle = [], [], [], [], [], []
             for _ in range(a.repeats):  # A B A B
                 c0, t0 = time.process_time(), time.perf_counter()
                 jax.block_until_ready(compiled(variables, x, y))
                 jax_ms.append(1e3 * (time.perf_counter() - t0))
                 jax_cpu.append(1e3 * (time.process_time() - c0))
+                c0 = time.process_time()
                 r = worker.ask("time")
+                jax_idle.append(1e3 * (time.process_time() - c0))
                 torch_ms.append(r["ms"])
                 torch_cpu.append(r["cpu_ms"])
+                torch_idle.append(r["idle_cpu_ms"])
+            # *_idle_cpu_ms: CPU a process burnt while the other one was timed (its threads
+            # spinning after their work), which the other's timing then competed with
             row.update(jflow_ms=statistics.median(jax_ms), torch_ms=statistics.median(torch_ms),
                        jflow_cpu_ms=statistics.median(jax_cpu),
-                       torch_cpu_ms=statistics.median(torch_cpu))
+                       torch_cpu_ms=statistics.median(torch_cpu),
+                       jflow_idle_cpu_ms=statistics.median(jax_idle),
+                       torch_idle_cpu_ms=statistics.median(torch_idle))
             row["speedup"] = row["torch_ms"] / row["jflow_ms"]
             row["torch"] = worker.info.get("torch")
         finally:

@@ -112,10 +112,12 @@ def main() -> None:
     reply = dict(ready=True, torch=torch.__version__, threads=torch.get_num_threads(),
                  python=sys.version.split()[0])
     print(json.dumps(reply), flush=True)
+    idle0 = time.process_time()
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "quit":
             break
+        idle_cpu_ms = 1e3 * (time.process_time() - idle0)  # burnt while jflow ran (spinning)
         with torch.no_grad():
             c0, t0 = time.process_time(), time.perf_counter()
             flow = run(model, im1, im2)
@@ -123,7 +125,8 @@ def main() -> None:
         if cmd == "flow":
             np.save(os.path.join(a.work, "torch_flow.npy"),
                     flow[0].permute(1, 2, 0).numpy().astype(np.float32))
-        print(json.dumps(dict(ms=ms, cpu_ms=cpu_ms)), flush=True)
+        print(json.dumps(dict(ms=ms, cpu_ms=cpu_ms, idle_cpu_ms=idle_cpu_ms)), flush=True)
+        idle0 = time.process_time()
 
 
 if __name__ == "__main__":

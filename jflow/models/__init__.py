@@ -1,9 +1,11 @@
-"""Networks: RAFT, RAFT-small, GMA, DEQ-RAFT and DEQ-GMA (Flax linen). No optimiser, data or files.
+"""Networks (Flax linen): RAFT, RAFT-small, GMA, DEQ-RAFT, DEQ-GMA, DIP, LiteFlowNet2, SEA-RAFT and
+DEQ SEA-RAFT. No optimiser, data or files.
 
 ``build_model(config.model, config.deq)`` returns a module called as
 ``model.apply(variables, image1, image2, *, train=False, iters=None, flow_init=None,
-state_init=None)``; see :mod:`jflow.models.raft` and :mod:`jflow.models.deq_raft` for the outputs
-and :mod:`jflow.models.registry` for the PyTorch -> Flax parameter naming.
+state_init=None)`` (LiteFlowNet2 ignores the last three: not iterative);
+see each network's module (:mod:`jflow.models.raft`, :mod:`jflow.models.deq_raft`, ...) for its
+outputs and :mod:`jflow.models.registry` for the PyTorch -> Flax parameter naming.
 """
 from jflow.models.deq_raft import DEQ_SIZES, DEQRAFT
 from jflow.models.raft import RAFT
