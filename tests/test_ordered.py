@@ -8,7 +8,7 @@ from jflow.deq.ordered import Chain
 
 def _segment(v, w):
     h = jnp.sin(v[:, None] * w[None, :])  # (256, 256) floats: 256 KiB per segment
-    return jnp.sum(jnp.cos(h) * h * w)
+    return jnp.sum((jnp.cos(h) + 2.0) * h * h * w)  # positive terms: no cancellation in float32
 
 
 def _loss(w, vs, how):
