@@ -35,6 +35,9 @@ def step_macs(spec: str) -> dict:
         names = [str(getattr(k, "key", k)) for k in path]
         if "update_block" in names and names[-1] in KERNEL_NAMES:
             kernels.append((names, tuple(leaf.shape)))
+    if any("aggregator" in n or "gma" in n for n, _ in kernels):
+        raise ValueError(f"update_macs: {spec}: GMA's GRU input also holds the aggregated motion; "
+                         "only RAFT-style update blocks are counted")
     motion = next(s[3] for n, s in kernels if "encoder" in n and n[-2] == "conv") + 2
     total = context = mask = 0
     for names, (kh, kw, cin, cout) in kernels:

@@ -2,6 +2,8 @@
 import os
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "experiments"))
 
@@ -22,3 +24,8 @@ def test_raft_step_macs_match_the_architecture_layer_by_layer():
     assert r["mask_head_mac_per_px"] == mask
     assert r["official_mac_per_px"] == motion + gru + head + mask
     assert r["jflow_mac_per_px"] == motion + gru - gru_ctx + head
+
+
+def test_gma_is_refused_rather_than_miscounted():
+    with pytest.raises(ValueError, match="GMA"):
+        update_macs.step_macs(os.path.join(REPO, "configs", "gma.py"))
