@@ -6,7 +6,8 @@ From the same start (``--checkpoint``: the README quick-start model, DEQ-RAFT-T 
 steps), trains ``--steps`` more steps of the quick-start recipe (``configs/deq_raft.py``, warm
 start through ``config.train.init_from``) once per weight of ``config.deq.jac_loss_weight`` in
 ``--weights`` (0 = the control: the same extra training without the penalty), each in
-``--runs/jac_<w>`` (an existing finished run is reused, not retrained); ``--checkpoint=scratch``
+``--runs/jac_<w>`` (an existing finished run is reused, not retrained; ``--seed`` s != 0 sets
+``config.seed``, the initialisation and data order, in ``jac_<w>_seed<s>``); ``--checkpoint=scratch``
 trains the recipe from its random initialisation instead (``--steps=300`` with weight 0 is the
 quick start itself). Then, for every run:
 synthetic validation EPE (the trainer's), the mean Jacobian penalty of its last logged steps, the
@@ -37,7 +38,7 @@ import solvers  # noqa: E402
 SCRATCH = "scratch"  # --checkpoint value: train from the recipe's random initialisation
 
 
-def finetune(checkpoint: str, workdir: str, weight: float, steps: int) -> None:
+def finetune(checkpoint: str, workdir: str, weight: float, steps: int, seed: int = 0) -> None:
     from jflow import train
     from jflow.config_files import load_config
 
@@ -46,6 +47,7 @@ def finetune(checkpoint: str, workdir: str, weight: float, steps: int) -> None:
         c.train.init_from = checkpoint
     c.train.num_steps = steps
     c.deq.jac_loss_weight = weight
+    c.seed = seed
     done = os.path.join(workdir, "checkpoints", str(steps))
     if os.path.isdir(done):
         print(f"{workdir}: finished run found, not retrained", flush=True)
@@ -81,6 +83,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--weights", default="0,1,2,3,10")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--runs", default="runs", help="parent folder of the jac_<w> workdirs")
+    p.add_argument("--seed", type=int, default=0,
+                   help="config.seed (initialisation, data order); not 0: workdirs jac_<w>_seed<s>")
     p.add_argument("--solvers", default="naive,anderson,broyden")
     p.add_argument("--reuse_tol", type=float, default=1e-3)
     p.add_argument("--frames", default=common.SINTEL_DEMO)
@@ -92,9 +96,9 @@ def main(argv=None) -> list[dict]:
     problems = [solvers.sintel_batch(a.frames, a.scale, a.pairs), solvers.synthetic_batch()]
     rows = []
     for w in (float(x) for x in a.weights.split(",")):
-        workdir = os.path.join(a.runs, f"jac_{w:g}")
-        finetune(a.checkpoint, workdir, w, a.steps)
-        base = {"jac_loss_weight": w, "workdir": workdir, **run_summary(workdir),
+        workdir = os.path.join(a.runs, f"jac_{w:g}" + (f"_seed{a.seed}" if a.seed else ""))
+        finetune(a.checkpoint, workdir, w, a.steps, a.seed)
+        base = {"jac_loss_weight": w, "seed": a.seed, "workdir": workdir, **run_summary(workdir),
                 **reuse_ratio(workdir, a.reuse_tol, a.frames, a.scale)}
         for r in solvers.run_deq_raft(names, 100, problems, workdir, 1e-3):
             problem = "sintel" if r["problem"].startswith("sintel") else "synthetic"
@@ -105,7 +109,7 @@ def main(argv=None) -> list[dict]:
     out = os.path.join(a.out, "jacobian")
     common.write_results(out, rows, what="per Jacobian-penalty weight: fine-tuned from the same "
                          "start; validation EPE, reuse along the demo clip, solver steps",
-                         checkpoint=a.checkpoint, steps=a.steps)
+                         checkpoint=a.checkpoint, steps=a.steps, seed=a.seed)
     from jflow.plots import line_plot
 
     weights = sorted({r["jac_loss_weight"] for r in rows})

@@ -62,7 +62,7 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
               logy: bool = False, size: tuple[int, int] = (900, 560)) -> None:
     """Writes a PNG. ``series``: dicts with ``x``, ``y`` (sequences), ``label`` and optional
     ``color`` (RGB), ``dash`` (on/off pixel pattern) and ``marker`` (bool, default True).
-    Non-finite points (and non-positive ones with ``logy``) are skipped."""
+    Missing (None) and non-finite points (and non-positive ones with ``logy``) are skipped."""
     w, h = size
     left, right, top, bottom = 90, 230, 50, 60
     img = Image.new("RGB", size, "white")
@@ -70,11 +70,12 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
     font, small = _font(16), _font(13)
 
     def ok(x, y):
-        return math.isfinite(x) and math.isfinite(y) and (y > 0 or not logy)
+        return (x is not None and y is not None and math.isfinite(float(x))
+                and math.isfinite(float(y)) and (float(y) > 0 or not logy))
 
     clean = []
     for s in series:
-        pts = [(float(x), float(y)) for x, y in zip(s["x"], s["y"]) if ok(float(x), float(y))]
+        pts = [(float(x), float(y)) for x, y in zip(s["x"], s["y"]) if ok(x, y)]
         clean.append((s, pts))
     xs = [p[0] for _, pts in clean for p in pts] or [0.0, 1.0]
     ys = [p[1] for _, pts in clean for p in pts] or [1.0, 10.0]

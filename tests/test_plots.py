@@ -1,8 +1,8 @@
-"""PIL plots: the bar chart that experiments/vs_torch.py draws."""
+"""PIL plots: the bar chart that experiments/vs_torch.py draws; line plots with gaps."""
 import numpy as np
 from PIL import Image
 
-from jflow.plots import COLORS, bar_plot
+from jflow.plots import COLORS, bar_plot, line_plot
 
 
 def test_bar_plot_colours_bars_by_reference(tmp_path):
@@ -18,3 +18,14 @@ def test_bar_plot_colours_bars_by_reference(tmp_path):
     above, below = count(COLORS[0]), count(COLORS[3])
     assert above > 0 and below > 0
     assert 3 < above / below < 5  # bar lengths proportional to the values (2.0 vs 0.5)
+
+
+def test_line_plot_skips_missing_points(tmp_path):
+    """A failed measurement (None) or NaN is a gap, not a crash; the other series still draw."""
+    path = tmp_path / "lines.png"
+    line_plot(str(path), [{"x": [0, 1, 2], "y": [3.0, None, float("nan")], "label": "gaps"},
+                          {"x": [0, 1, 2], "y": [1.0, 2.0, 4.0], "label": "full"}],
+              title="t", xlabel="x", ylabel="y", logy=True)
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert img.shape == (560, 900, 3)
+    assert np.all(img == np.array(COLORS[1], np.uint8), axis=-1).sum() > 50  # the full series
