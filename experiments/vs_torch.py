@@ -28,8 +28,9 @@ Writes ``experiments/results/vs_torch.{csv,json}`` (rows are merged by (model, s
 ``--models=raft`` replaces only RAFT's rows, so a long run can be resumed model by model) and
 ``vs_torch.png`` (speed-up per row). ``jflow_idle_cpu_ms`` / ``torch_idle_cpu_ms``: the CPU time a
 process used while the other one was timed (threads spinning after their work would slow the
-other's run). The load average before and after each row is recorded:
-timings on a shared machine are noisy, rerun on a quiet one.
+other's run). The load average before and after each row is recorded, and the CPU
+(``host_cpu``; ratios differ between CPUs): timings on a shared machine are noisy, rerun on a
+quiet one.
 """
 from __future__ import annotations
 
@@ -162,6 +163,8 @@ def measure(name: str, hw: tuple[int, int], official: str, a) -> dict:
     import jax
     import numpy as np
 
+    from jflow.benchmark import host_cpu
+
     h, w = hw
     row = dict(model=name, size=f"{h}x{w}", threads=a.threads, load_before=load_avg())
     with tempfile.TemporaryDirectory(prefix="vs_torch_") as work:
@@ -214,7 +217,8 @@ def measure(name: str, hw: tuple[int, int], official: str, a) -> dict:
             row["torch"] = worker.info.get("torch")
         finally:
             worker.close()
-    row.update(load_after=load_avg(), python=platform.python_version(), jax=jax.__version__)
+    row.update(load_after=load_avg(), python=platform.python_version(), jax=jax.__version__,
+               host_cpu=host_cpu())
     return row
 
 

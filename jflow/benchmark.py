@@ -53,6 +53,29 @@ PEAK_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "V100": 15.7, "L4": 30.
                "T4": 8.1, "RTX 4090": 82.6, "RTX 3090": 35.6}
 
 
+def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The host CPU as ``/proc/cpuinfo`` names it, with its family/model numbers (a virtual
+    machine often shows only "AMD EPYC"), whether it has AVX-512 and the CPUs this process may
+    use, e.g. ``"AMD EPYC (family 25 model 17, avx512f, 2 CPUs)"``; ``"unknown"`` where that
+    file is missing. CPU speed-ups depend on it: the same code's ratios differ between CPUs."""
+    try:
+        with open(cpuinfo) as fh:
+            text = fh.read()
+    except OSError:
+        return "unknown"
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip()] = value.strip()
+    ids = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields)
+    extra = [ids.replace("cpu family", "family")] if ids else []
+    if "avx512f" in fields.get("flags", "").split():
+        extra.append("avx512f")
+    extra.append(f"{len(os.sched_getaffinity(0))} CPUs")
+    return f"{fields.get('model name', 'unknown')} ({', '.join(extra)})"
+
+
 def model_label(config) -> str:
     """``deq_raft-H``, ``raft``, ``raft_small``...: the model name and, for DEQ models, its size."""
     name = str(config.model.name)
@@ -222,6 +245,7 @@ class Prepared:
             "gflops": count_flops(fn, *self.args) / 1e9,
             "xla_gflops": None if xla is None else float(xla) / 1e9,
             "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+            "host_cpu": host_cpu(),
         }
         self.times: list[float] = []
         self.out = None

@@ -36,7 +36,7 @@ def test_cli_record_fields_are_plausible(record):
     assert 1 <= rec["solver_nstep"] <= 3
     # work counted with the solver loop multiplied out; no known peak for a CPU
     assert rec["gflops"] > rec["xla_gflops"] > 0 and rec["gflops_per_s"] > 0
-    assert rec["peak_fraction"] is None
+    assert rec["peak_fraction"] is None and rec["host_cpu"]
     header, row = stdout.splitlines()[:2]
     assert header.split(",") == list(benchmark.CSV_COLUMNS)
     assert row.startswith(f"deq_raft-T,{rec['params']},32,48,1,infer,3,")
@@ -95,3 +95,14 @@ def test_peak_lookup():
     assert benchmark.peak_gflops("NVIDIA H200") == 67_000.0
     assert benchmark.peak_gflops("cpu") is None
     assert benchmark.peak_gflops("cpu", 2.0) == 2000.0
+
+
+def test_host_cpu_names_model_family_and_avx512(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "flags\t\t: fpu avx2 avx512f avx512bw\n\nprocessor\t: 1\nmodel name\t: other\n")
+    name = benchmark.host_cpu(str(info))
+    assert name.startswith("AMD EPYC (family 25, model 17, avx512f, ")
+    info.write_text("model name\t: Intel Xeon\nflags\t\t: fpu avx2\n")
+    assert "avx512f" not in benchmark.host_cpu(str(info))
+    assert benchmark.host_cpu(str(tmp_path / "missing")) == "unknown"
