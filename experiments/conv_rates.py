@@ -7,7 +7,8 @@ The 3x3 convolutions that dominate the encoders and update blocks (SEA-RAFT's Re
 432x1024 for both frames: 64 channels at 1/2, 128 at 1/4, 256 at 1/8; RAFT's GRU input at 1/8),
 float32, stride 1, padding 1: ``jax.lax.conv_general_dilated`` (NHWC, as ``jflow.models.layers``)
 jit-compiled, and ``torch.nn.functional.conv2d`` (NCHW, ``no_grad``, ``set_num_threads``) in a
-subprocess of ``--torch_python``. Both are pinned to the first ``--threads`` CPUs; the two sides
+subprocess of ``--torch_python``. Both are pinned to the first ``--threads`` CPUs (the
+subprocess inherits the pinning); the two sides
 alternate ``--rounds`` times, each timing every shape ``--repeats`` times (medians). Per shape:
 ms and GFLOP/s (2 x multiply-adds / time) of each side and their ratio.
 
@@ -35,10 +36,9 @@ SHAPES = (("SEA-RAFT layer1 (1/2)", 2, 216, 512, 64, 64),
           ("RAFT GRU-sized (1/8)", 1, 54, 128, 384, 256))
 
 TORCH_SIDE = r"""
-import json, os, sys, time, statistics
+import json, sys, time, statistics
 import torch
 threads, repeats = int(sys.argv[1]), int(sys.argv[2])
-os.sched_setaffinity(0, list(range(threads)))
 torch.set_num_threads(threads)
 shapes = json.loads(sys.argv[3])
 torch.manual_seed(0)
@@ -101,11 +101,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=os.path.join(EXPERIMENTS, "results", "conv_rates"))
     a = p.parse_args(argv)
-    cpus = sorted(os.sched_getaffinity(0))[:a.threads]
-    os.sched_setaffinity(0, cpus)
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     sys.path.insert(0, EXPERIMENTS)
     import common
+    from vs_torch import pin_threads
+
+    cpus = pin_threads(a.threads)  # inherited by the torch subprocess
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from jflow.benchmark import host_cpu
 
     torch_proc = subprocess.Popen(

@@ -56,7 +56,7 @@ PEAK_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "V100": 15.7, "L4": 30.
 def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The host CPU as ``/proc/cpuinfo`` names it, with its family/model numbers (a virtual
     machine often shows only "AMD EPYC"), whether it has AVX-512 and the CPUs this process may
-    use, e.g. ``"AMD EPYC (family 25 model 17, avx512f, 2 CPUs)"``; ``"unknown"`` where that
+    use, e.g. ``"AMD EPYC (family 25, model 17, avx512f, 2 CPUs)"``; ``"unknown"`` where that
     file is missing. CPU speed-ups depend on it: the same code's ratios differ between CPUs."""
     try:
         with open(cpuinfo) as fh:
@@ -68,8 +68,8 @@ def host_cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
         key, sep, value = line.partition(":")
         if sep:
             fields[key.strip()] = value.strip()
-    ids = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields)
-    extra = [ids.replace("cpu family", "family")] if ids else []
+    extra = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"),
+                                                          ("model", "model")) if key in fields]
     if "avx512f" in fields.get("flags", "").split():
         extra.append("avx512f")
     extra.append(f"{len(os.sched_getaffinity(0))} CPUs")
