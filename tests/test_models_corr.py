@@ -119,3 +119,87 @@ def test_all_pairs_window_near_and_beyond_the_borders():
     ref = reference_lookup(f1, f2, coords, 2, 2)
     assert np.abs(ref[0, :4, :3]).max() == 0 and np.abs(ref).max() > 1  # both cases occur
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-4)
+
+
+def _big_maps(flow):
+    """(1, 36, 40, 16) feature maps: level 0 (1440 positions) takes the tiled path, level 1 (360)
+    the whole-map product; ``flow(grid)`` gives the displacement (at level-0 resolution)."""
+    rng = np.random.default_rng(2)
+    f1 = jnp.asarray(rng.normal(size=(1, 36, 40, 16)), jnp.float32)
+    f2 = jnp.asarray(rng.normal(size=(1, 36, 40, 16)), jnp.float32)
+    grid = np.stack(np.meshgrid(np.arange(40.0), np.arange(36.0), indexing="xy"), -1)[None]
+    return f1, f2, jnp.asarray(grid + flow(grid, rng), jnp.float32)
+
+
+def _smooth(grid, rng):
+    return np.stack([3 * np.sin(grid[..., 1] / 7) - 1.3, 2 * np.cos(grid[..., 0] / 9) + 0.6], -1)
+
+
+def _boundary(grid, rng):  # a square moving 9.4 px right inside a still background: two modes
+    out = np.zeros(grid.shape)
+    inside = (grid[..., 0] >= 10) & (grid[..., 0] < 27) & (grid[..., 1] >= 5) & (grid[..., 1] < 22)
+    out[inside] = (9.4, -2.2)
+    return out + 0.25
+
+
+def _scattered(grid, rng):  # every point anywhere, many outside the map: no region fits
+    return rng.uniform(-30, 30, grid.shape)
+
+
+@pytest.mark.parametrize("flow,first_pass,passes", [
+    (_smooth, True, True), (_boundary, False, True), (_scattered, False, False)])
+def test_on_the_fly_tiles_against_float64_reference(flow, first_pass, passes):
+    """Tiled matrix products (one block per tile, the extra passes at a motion boundary, the
+    gathers when windows scatter): the float64 reference either way; the path is asserted."""
+    import jflow.models.corr as corr
+
+    f1, f2, coords = _big_maps(flow)
+    state = build_corr(f1, f2, kind="on_the_fly", num_levels=2)
+    got = jax.jit(lambda s, c: lookup(s, c, radius=4))(state, coords)
+    np.testing.assert_allclose(np.asarray(got), reference_lookup(f1, f2, coords, 2, 4),
+                               rtol=1e-4, atol=1e-4)
+    for extra, fits in ((0, first_pass), (corr.EXTRA_PASSES, passes)):
+        assert bool(jax.jit(lambda s, c: corr._tiled_level(
+            s["tiles1"], s["fmap2"][0], c, 4, corr.tile_region(4, 0), extra)[1])(
+                state, coords)) == fits
+
+
+@pytest.mark.parametrize("flow", [_boundary, _scattered])
+def test_on_the_fly_derivatives_equal_all_pairs(flow):
+    """Reverse mode (the tiles' loop, the rematerialised gathers, the ``lax.cond``) and forward
+    mode through the on-the-fly lookup: the all-pairs lookup's gradients w.r.t. both feature maps
+    and the coordinates, and its JVP (which optimistix's Newton solver needs)."""
+    f1, f2, coords = _big_maps(flow)
+    g = jax.random.normal(jax.random.key(0), (1, 36, 40, 162))
+    tangents = tuple(jax.random.normal(jax.random.key(i), a.shape) for i, a in
+                     enumerate((f1, f2, coords)))
+
+    def corr(kind):
+        return lambda a, b, c: lookup(build_corr(a, b, kind=kind, num_levels=2), c)
+
+    def grads(kind):
+        return jax.jit(jax.grad(lambda *a: jnp.sum(g * corr(kind)(*a)), argnums=(0, 1, 2)))(
+            f1, f2, coords)
+
+    def jvp(kind):
+        return jax.jit(lambda p, t: jax.jvp(corr(kind), p, t)[1])((f1, f2, coords), tangents)
+
+    for a, b in zip(grads("on_the_fly") + (jvp("on_the_fly"),),
+                    grads("all_pairs") + (jvp("all_pairs"),)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-4)
+
+
+def test_on_the_fly_gradient_memory_stays_below_all_pairs():
+    """XLA's temp memory of one lookup's gradient (both feature maps and the coordinates) at RAFT's
+    432x1024 feature size, compiled on shapes only: the on-the-fly kind must stay well below the
+    all-pairs volume's (reverse mode through per-offset gathers, or a fallback branch's
+    residuals, once made it several times larger)."""
+    spec = [jax.ShapeDtypeStruct((1, 54, 128, 256), jnp.float32)] * 2 + [
+        jax.ShapeDtypeStruct((1, 54, 128, 2), jnp.float32)]
+
+    def temp(kind):
+        grad = jax.grad(lambda a, b, c: jnp.sum(lookup(build_corr(a, b, kind=kind), c)),
+                        argnums=(0, 1, 2))
+        return jax.jit(grad).lower(*spec).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp("on_the_fly") < 0.5 * temp("all_pairs")

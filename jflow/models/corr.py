@@ -9,15 +9,19 @@ scaled by ``1/sqrt(C)``. Channel ``(ox + r) * (2r + 1) + (oy + r)`` (x-offset-ma
 * ``all_pairs``: builds ``f1^T f2 / sqrt(C)`` once, O((HW)^2) memory, and pools the volume.
 * ``on_the_fly``: pools ``fmap2`` instead (avg-pool is linear, so identical up to rounding) and
   per lookup dots ``fmap1`` with ``fmap2`` at the integer positions around each sampling point,
-  then applies the bilinear weights (bilinear sampling is linear too): O(HW * C) memory.
+  then applies the bilinear weights (bilinear sampling is linear too): O(HW * C) memory. The dots
+  are matrix products of 8x8-point tiles of ``fmap1`` with blocks of ``fmap2`` around their
+  windows (``_tiled_level``), or with the whole map of a small level; per-offset gathers where
+  a tile's windows scatter too widely, and for symbolic sizes.
 
 The all-pairs lookup reads one (2r+2)^2 window per point and level and applies the bilinear
 weights as small matrix products (``_window_level``), rather than gathering 4 corners for each of
 the (2r+1)^2 offsets.
 
 A correlation "state" is a dict of arrays with a leading batch axis, so it can travel inside the
-DEQ input ``x``: ``{"pyramid": [..]}`` or ``{"fmap1": .., "fmap2": [..]}`` (all-pairs with
-``feature_grad``: both; :func:`window_state` of it: ``{"win_fmap1": .., "win_fmap2": [..]}``).
+DEQ input ``x``: ``{"pyramid": [..]}`` or ``{"fmap1": .., "fmap2": [..], "tiles1": ..}`` (no
+``tiles1`` for symbolic sizes; all-pairs with ``feature_grad``: ``pyramid``, ``fmap1`` and
+``fmap2``; :func:`window_state` of it: ``{"win_fmap1": .., "win_fmap2": [..]}``).
 """
 from __future__ import annotations
 
@@ -95,7 +99,10 @@ def build_corr(fmap1: Array, fmap2: Array, *, kind: str = "all_pairs", num_level
         pyr = [fmap2]
         for _ in range(num_levels - 1):
             pyr.append(avg_pool2(pyr[-1], (1, 2)))
-        return {"fmap1": fmap1, "fmap2": pyr}
+        if not all(isinstance(d, int) for d in fmap1.shape):  # symbolic sizes: gathers only
+            return {"fmap1": fmap1, "fmap2": pyr}
+        return {"fmap1": fmap1, "fmap2": pyr, "tiles1": _tiles(fmap1 * jax.lax.rsqrt(
+            jnp.float32(fmap1.shape[-1])))}
     raise ValueError(f"corr kind must be one of {CORR_KINDS}, got {kind!r}")
 
 
@@ -133,11 +140,7 @@ def lookup(corr: dict, coords: Array, radius: int = 4) -> jax.Array:
                 s = bilinear_sample(flat[..., None], pts[:, None, None] + delta)
             out.append(s.reshape(b, h, w, k * k))
     else:
-        for lvl, f2 in enumerate(corr["fmap2"]):
-            if f2.shape[1] == 0 or f2.shape[2] == 0:
-                out.append(jnp.zeros((b, h, w, k * k), jnp.float32))
-                continue
-            out.append(_on_the_fly_level(corr["fmap1"], f2, coords / 2**lvl, radius))
+        return _on_the_fly_lookup(corr, coords, radius)
     return jnp.concatenate(out, axis=-1)
 
 
@@ -320,8 +323,150 @@ def _window_feature_grads(f1: Array, f2: Array, cy: Array, cx: Array, d_win: Arr
     return d1.reshape(b, h, w, c), d2.reshape(b, hp, wp, c)[:, :h2, :w2]
 
 
-def _on_the_fly_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Array:
-    """One pyramid level without the volume: (B, H, W, (2r+1)^2).
+def _on_the_fly_lookup(corr: dict, coords: Array, radius: int) -> jax.Array:
+    """``lookup`` on an on-the-fly state. Concrete sizes (``tiles1`` in the state): per level
+    :func:`_whole_map_level` when the level's map is small, else :func:`_tiled_level`; if some
+    tile's windows were too spread out for it, every level again by :func:`_gather_level` (under
+    ``lax.cond``: computed only then). Symbolic sizes (``jax.export``): the gathers."""
+    f1, tiles1 = corr["fmap1"], corr.get("tiles1")
+    b, h, w, _ = coords.shape
+    k = (2 * radius + 1) ** 2
+
+    def levels(fast: bool) -> tuple[list, Any]:
+        out, done = [], True
+        for lvl, f2 in enumerate(corr["fmap2"]):
+            pts = coords / 2**lvl
+            region = tile_region(radius, lvl)
+            if f2.shape[1] == 0 or f2.shape[2] == 0:  # pooled away: every corner is padding
+                out.append(jnp.zeros((b, h, w, k), jnp.float32))
+            elif not fast:
+                out.append(_gather_level(f1, f2, pts, radius))
+            elif f2.shape[1] * f2.shape[2] <= 2 * region**2:
+                out.append(_whole_map_level(f1, f2, pts, radius))
+            else:
+                o, d = _tiled_level(tiles1, f2, pts, radius, region, EXTRA_PASSES)
+                out.append(o)
+                done = done & d
+        return jnp.concatenate(out, axis=-1), done
+
+    if tiles1 is None:
+        return levels(False)[0]
+    out, done = levels(True)
+    if done is True:
+        return out
+    return jax.lax.cond(done, lambda: out, lambda: levels(False)[0])
+
+
+
+
+_TILE = 8  # query points per tile side in _tiled_level
+_CHUNK_BYTES = 2**21  # blocks per lax.map step of _tiled_level: about a core's L2
+EXTRA_PASSES = 2  # _tiled_level's passes over tiles whose points did not all fit
+
+
+def tile_region(radius: int, level: int) -> int:
+    """Side of the ``fmap2`` block a tile of query points multiplies at pyramid ``level``: the
+    (2r+2) window, the tile's extent at that level, and as much again for the flow's variation
+    within the tile (at level 0 with r = 4: 24)."""
+    return 2 * radius + 2 + 2 * -(-(_TILE - 1) // 2**level)
+
+
+def _whole_map_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Array:
+    """A small level (at most 2 regions' positions): the level's volume of every point with the
+    whole map, one matrix product, then the all-pairs window lookup; memory O(points)."""
+    b, h, w, c = f1.shape
+    vol = jnp.einsum("bpc,bqc->bpq", f1.reshape(b, h * w, c) * jax.lax.rsqrt(jnp.float32(c)),
+                     f2.reshape(b, -1, c), precision=_HI)
+    out = _window_level(vol.reshape(b * h * w, *f2.shape[1:3]), pts.reshape(-1, 2), radius)
+    return out.reshape(b, h, w, -1)
+
+
+def _tiles(a: Array) -> jax.Array:
+    """(B, H, W, ...) -> (B, ceil(H / t) * ceil(W / t), t * t, ...) tiles of t = _TILE, row-major
+    (H, W padded with their last row and column)."""
+    b, h, w, t = *a.shape[:3], _TILE
+    ht, wt = -(-h // t), -(-w // t)
+    a = jnp.pad(a, ((0, 0), (0, ht * t - h), (0, wt * t - w)) + ((0, 0),) * (a.ndim - 3),
+                mode="edge")
+    a = a.reshape(b, ht, t, wt, t, -1).transpose(0, 1, 3, 2, 4, 5)
+    return a.reshape(b, ht * wt, t * t, -1)
+
+
+def _tiled_level(f1t: Array, f2: Array, pts: Array, radius: int, region: int,
+                 passes: int = EXTRA_PASSES) -> tuple:
+    """Lookups of tiles of _TILE x _TILE query points as matrix products, for ``f1t`` the
+    :func:`_tiles` of the scaled ``f1``: (B, H, W, (2r+1)^2) and whether every value is exact
+    (each point's window fitted one of the blocks tried for its tile).
+
+    Each tile's points multiply one ``region`` x ``region`` block of ``f2`` (zero beyond the map)
+    at once, a (tile, C) x (C, region^2) product, and :func:`_window_level` takes each point's
+    window from its row. The block starts at the smallest window start of the tile's points (in
+    map, per axis), moved so that the first point's window fits. Tiles go a chunk of about
+    ``_CHUNK_BYTES`` of blocks at a time, so each block is multiplied while still in cache:
+    every tile once (``lax.map``), then a ``lax.scan`` over ``passes`` x 1/8 of the tiles more,
+    each step the first tiles with points left (a motion boundary in the tile) with a block
+    placed for those points (skipped once every point is done). Reverse mode keeps no blocks of
+    the first pass (rematerialised per chunk).
+    """
+    b, h, w, _ = pts.shape
+    h2, w2, c = f2.shape[1:]
+    n, k, t = 2 * radius + 2, (2 * radius + 1) ** 2, _TILE
+    ht, wt = -(-h // t), -(-w // t)
+    f1t, pt = f1t.reshape(-1, *f1t.shape[2:]), _tiles(pts).reshape(-1, t * t, 2)
+    start = jnp.floor(pt).astype(jnp.int32) - radius  # window starts (x, y)
+    size = jnp.array([w2, h2], jnp.int32)
+    lo, hi = jnp.clip(start, 0, size), jnp.clip(start + n, 0, size)  # window within the map
+    inside = jnp.all(hi > lo, axis=-1)  # windows wholly outside the map are zeros anyway
+    batch = jnp.repeat(jnp.arange(b), ht * wt)
+    f2p = jnp.pad(f2, ((0, 0), (0, region), (0, region), (0, 0)))
+    tiles = len(batch)
+    chunk = min(tiles, max(1, _CHUNK_BYTES // (region**2 * c * 4)))
+    first_steps = -(-tiles // chunk)
+
+    def run(sel, todo):  # tiles ``sel`` (chunk,), their points still to do (chunk, t * t)
+        live = (todo & inside[sel])[..., None]
+        lo_s, hi_s = lo[sel], hi[sel]
+        first = jnp.argmax(live[..., 0], axis=1)
+        first_hi = jnp.take_along_axis(hi_s, first[:, None, None], axis=1)[:, 0]
+        low = jnp.min(jnp.where(live, lo_s, jnp.iinfo(jnp.int32).max), axis=1)
+        r0 = jnp.where(jnp.any(live, axis=1), jnp.maximum(low, first_hi - region), 0)  # (S, 2)
+        fit = ~inside[sel] | jnp.all((lo_s >= r0[:, None]) & (hi_s <= r0[:, None] + region), -1)
+        blocks = jax.vmap(lambda i, y, x: jax.lax.dynamic_slice(
+            f2p, (i, y, x, 0), (1, region, region, c)))(batch[sel], r0[:, 1], r0[:, 0])
+        vol = jnp.einsum("spc,sqc->spq", f1t[sel], blocks.reshape(chunk, -1, c), precision=_HI)
+        rel = (pt[sel] - r0[:, None].astype(pt.dtype)).reshape(-1, 2)
+        out = _window_level(vol.reshape(-1, region, region), rel, radius)
+        return out.reshape(chunk, t * t, k), fit & todo
+
+    # every tile once, in order; under reverse mode the blocks are recomputed, not kept
+    o, fit = jax.lax.map(partial(jax.checkpoint(run, prevent_cse=False), todo=jnp.ones(
+        (chunk, t * t), bool)), jnp.minimum(jnp.arange(first_steps * chunk).reshape(
+            first_steps, chunk), tiles - 1))
+    out = jnp.where(fit[..., None], o, 0.0).reshape(-1, t * t, k)[:tiles]
+    done = fit.reshape(-1, t * t)[:tiles]
+
+    def more(done, _):  # the first tiles with points left; ``tiles`` marks no tile
+        left = ~jnp.all(done, axis=1)
+        sel = jnp.nonzero(left, size=chunk, fill_value=tiles)[0]
+
+        def work(done):
+            was = done.at[sel].get(mode="fill", fill_value=True)
+            o, fit = run(jnp.minimum(sel, tiles - 1), ~was)
+            return (done.at[sel].set(was | fit, mode="drop"),
+                    (sel, jnp.where(fit[..., None], o, 0.0)))
+
+        return jax.lax.cond(jnp.any(left), work, lambda d: (d, (
+            jnp.full_like(sel, tiles), jnp.zeros((chunk, t * t, k), jnp.float32))), done)
+
+    # each point is computed once (where it first fits), so the later values add disjointly
+    done, (sel, o) = jax.lax.scan(more, done, None, passes * -(-max(1, tiles // 8) // chunk))
+    out = out.at[sel.reshape(-1)].add(o.reshape(-1, t * t, k), mode="drop")
+    out = out.reshape(b, ht, wt, t, t, k).transpose(0, 1, 3, 2, 4, 5)
+    return out.reshape(b, ht * t, wt * t, k)[:, :h, :w], jnp.all(done)
+
+
+def _gather_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Array:
+    """One on-the-fly level for any sizes, one gather per window offset: (B, H, W, (2r+1)^2).
 
     Every offset shares the fractional part of ``pts``, so the (2r+2)^2 integer-position dot
     products ``<f1, f2[y0 + dy, x0 + dx]>`` (zero outside the map) are computed once (one gather of
@@ -338,6 +483,7 @@ def _on_the_fly_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Arra
     d = jnp.arange(-radius, radius + 2, dtype=jnp.int32)
     dxy = jnp.stack(jnp.meshgrid(d, d, indexing="ij"), -1).reshape(-1, 2)  # [i * n + j] = (dx, dy)
 
+    @jax.checkpoint  # reverse mode keeps no gathered rows: recomputed per offset
     def dot_at(off):
         xi, yi = x0 + off[0], y0 + off[1]
         inside = (xi >= 0) & (xi < w2) & (yi >= 0) & (yi < h2)
@@ -345,7 +491,7 @@ def _on_the_fly_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Arra
         g = jnp.take_along_axis(f2, idx[..., None], axis=1)  # (B, HW, C)
         return jnp.where(inside, jnp.einsum("bnc,bnc->bn", g, f1, precision=_HI), 0.0)
 
-    dots = jax.lax.map(dot_at, dxy, batch_size=n).reshape(n, n, b, h, w)  # [x offset, y offset]
+    dots = jax.lax.map(dot_at, dxy).reshape(n, n, b, h, w)  # [x offset, y offset]
     dots = dots / jnp.sqrt(jnp.float32(c))
     wx, wy = fx[None, None], fy[None, None]
     vals = ((1 - wx) * (1 - wy) * dots[:-1, :-1] + wx * (1 - wy) * dots[1:, :-1]
