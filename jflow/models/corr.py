@@ -357,8 +357,6 @@ def _on_the_fly_lookup(corr: dict, coords: Array, radius: int) -> jax.Array:
     return jax.lax.cond(done, lambda: out, lambda: levels(False)[0])
 
 
-
-
 _TILE = 8  # query points per tile side in _tiled_level
 _CHUNK_BYTES = 2**21  # blocks per lax.map step of _tiled_level: about a core's L2
 EXTRA_PASSES = 2  # _tiled_level's passes over tiles whose points did not all fit
@@ -372,8 +370,8 @@ def tile_region(radius: int, level: int) -> int:
 
 
 def _whole_map_level(f1: Array, f2: Array, pts: Array, radius: int) -> jax.Array:
-    """A small level (at most 2 regions' positions): the level's volume of every point with the
-    whole map, one matrix product, then the all-pairs window lookup; memory O(points)."""
+    """A small level (at most 2 ``tile_region``^2 positions): the level's volume of every point with
+    the whole map, one matrix product, then the all-pairs window lookup; memory O(points)."""
     b, h, w, c = f1.shape
     vol = jnp.einsum("bpc,bqc->bpq", f1.reshape(b, h * w, c) * jax.lax.rsqrt(jnp.float32(c)),
                      f2.reshape(b, -1, c), precision=_HI)
