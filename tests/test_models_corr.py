@@ -121,13 +121,13 @@ def test_all_pairs_window_near_and_beyond_the_borders():
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-4, atol=1e-4)
 
 
-def _big_maps(flow):
+def _big_maps(flow, h=36, w=40):
     """(1, 36, 40, 16) feature maps: level 0 (1440 positions) takes the tiled path, level 1 (360)
     the whole-map product; ``flow(grid)`` gives the displacement (at level-0 resolution)."""
     rng = np.random.default_rng(2)
-    f1 = jnp.asarray(rng.normal(size=(1, 36, 40, 16)), jnp.float32)
-    f2 = jnp.asarray(rng.normal(size=(1, 36, 40, 16)), jnp.float32)
-    grid = np.stack(np.meshgrid(np.arange(40.0), np.arange(36.0), indexing="xy"), -1)[None]
+    f1 = jnp.asarray(rng.normal(size=(1, h, w, 16)), jnp.float32)
+    f2 = jnp.asarray(rng.normal(size=(1, h, w, 16)), jnp.float32)
+    grid = np.stack(np.meshgrid(np.arange(float(w)), np.arange(float(h)), indexing="xy"), -1)[None]
     return f1, f2, jnp.asarray(grid + flow(grid, rng), jnp.float32)
 
 
@@ -162,6 +162,22 @@ def test_on_the_fly_tiles_against_float64_reference(flow, first_pass, passes):
         assert bool(jax.jit(lambda s, c: corr._tiled_level(
             s["tiles1"], s["fmap2"][0], c, 4, corr.tile_region(4, 0), extra)[1])(
                 state, coords)) == fits
+
+
+def test_on_the_fly_tiles_on_a_map_thinner_than_a_block():
+    """A 10 x 160 level 0 (tiled; blocks of 24 run past its bottom into zeros, and stop at its
+    right end), points near and beyond every border: the float64 reference, no fallback."""
+    import jflow.models.corr as corr
+
+    f1, f2, coords = _big_maps(lambda g, rng: np.stack(
+        [3 * np.sin(g[..., 1]) + 2.5 * np.sign(g[..., 0] - 80), np.cos(g[..., 0] / 9) - 1], -1),
+        h=10, w=160)
+    state = build_corr(f1, f2, kind="on_the_fly", num_levels=2)
+    got = jax.jit(lambda s, c: lookup(s, c, radius=4))(state, coords)
+    np.testing.assert_allclose(np.asarray(got), reference_lookup(f1, f2, coords, 2, 4),
+                               rtol=1e-4, atol=1e-4)
+    assert bool(jax.jit(lambda s, c: corr._tiled_level(
+        s["tiles1"], s["fmap2"][0], c, 4, corr.tile_region(4, 0))[1])(state, coords))
 
 
 @pytest.mark.parametrize("flow", [_boundary, _scattered])

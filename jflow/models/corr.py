@@ -396,10 +396,11 @@ def _tiled_level(f1t: Array, f2: Array, pts: Array, radius: int, region: int,
     :func:`_tiles` of the scaled ``f1``: (B, H, W, (2r+1)^2) and whether every value is exact
     (each point's window fitted one of the blocks tried for its tile).
 
-    Each tile's points multiply one ``region`` x ``region`` block of ``f2`` (zero beyond the map)
-    at once, a (tile, C) x (C, region^2) product, and :func:`_window_level` takes each point's
-    window from its row. The block starts at the smallest window start of the tile's points (in
-    map, per axis), moved so that the first point's window fits. Tiles go a chunk of about
+    Each tile's points multiply one ``region`` x ``region`` block of ``f2`` at once, a (tile, C)
+    x (C, region^2) product, and :func:`_window_level` takes each point's window from its row
+    (its window positions outside the block lie outside the map: zeros). The block starts at the
+    smallest window start of the tile's points (in map, per axis), moved so that the first
+    point's window fits, and no further than the map's end. Tiles go a chunk of about
     ``_CHUNK_BYTES`` of blocks at a time, so each block is multiplied while still in cache:
     every tile once (``lax.map``), then a ``lax.scan`` over ``passes`` x 1/8 of the tiles more,
     each step the first tiles with points left (a motion boundary in the tile) with a block
@@ -416,7 +417,9 @@ def _tiled_level(f1t: Array, f2: Array, pts: Array, radius: int, region: int,
     lo, hi = jnp.clip(start, 0, size), jnp.clip(start + n, 0, size)  # window within the map
     inside = jnp.all(hi > lo, axis=-1)  # windows wholly outside the map are zeros anyway
     batch = jnp.repeat(jnp.arange(b), ht * wt)
-    f2p = jnp.pad(f2, ((0, 0), (0, region), (0, region), (0, 0)))
+    # zeros only where the map is smaller than a block: elsewhere blocks end inside the map
+    f2p = jnp.pad(f2, ((0, 0), (0, max(region - h2, 0)), (0, max(region - w2, 0)), (0, 0)))
+    last = jnp.array([f2p.shape[2], f2p.shape[1]], jnp.int32) - region  # last block start
     tiles = len(batch)
     chunk = min(tiles, max(1, _CHUNK_BYTES // (region**2 * c * 4)))
     first_steps = -(-tiles // chunk)
@@ -428,6 +431,7 @@ def _tiled_level(f1t: Array, f2: Array, pts: Array, radius: int, region: int,
         first_hi = jnp.take_along_axis(hi_s, first[:, None, None], axis=1)[:, 0]
         low = jnp.min(jnp.where(live, lo_s, jnp.iinfo(jnp.int32).max), axis=1)
         r0 = jnp.where(jnp.any(live, axis=1), jnp.maximum(low, first_hi - region), 0)  # (S, 2)
+        r0 = jnp.minimum(r0, last)  # a block past the map's end: positions there are zeros
         fit = ~inside[sel] | jnp.all((lo_s >= r0[:, None]) & (hi_s <= r0[:, None] + region), -1)
         blocks = jax.vmap(lambda i, y, x: jax.lax.dynamic_slice(
             f2p, (i, y, x, 0), (1, region, region, c)))(batch[sel], r0[:, 1], r0[:, 0])
