@@ -59,8 +59,9 @@ class Conv2d(nn.Module):
         gain) for the kernel; the bias always uses PyTorch's default.
       dtype: computation dtype (e.g. bfloat16 for mixed precision); params stay float32.
       stack_rows: convolve the kh row-shifted copies of the input, stacked on channels, with a
-        1 x kw kernel (same sum, reordered): for few input channels (an RGB image) XLA:CPU runs
-        that about twice as fast as the kh x kw convolution.
+        1 x kw kernel (same sum, reordered): for few input channels (an RGB image) jax 0.10's
+        XLA:CPU runs that about twice as fast as the kh x kw convolution; jax >= 0.12 runs the
+        plain one faster (see ``ROW_STACKING_HELPS``).
       pad_features: convolve with the output channels padded with zero filters to a multiple of
         this and slice them off (same numbers, same parameters): XLA:CPU's convolution runs an
         odd count such as 126 outputs slower than 128.
@@ -144,6 +145,11 @@ def instance_norm(x: Array, eps: float = 1e-5) -> Array:
     var = jnp.mean(jnp.square(xf - mean), axis=(1, 2), keepdims=True)
     return ((xf - mean) * jax.lax.rsqrt(var + eps)).astype(x.dtype)
 
+
+# Whether ``Conv2d(stack_rows=True)`` pays for a few-channel (RGB) 7x7 convolution with this jax's
+# XLA:CPU. LiteFlowNet2's stem, whole model at 368x496 on CPU, stacked / plain time: 0.85 on
+# jax 0.10.2, 1.04-1.06 on 0.12.0.1 (experiments/README.md, "LiteFlowNet2's RGB stem").
+ROW_STACKING_HELPS = tuple(int(v) for v in jax.__version__.split(".")[:2]) < (0, 12)
 
 NORMS = ("batch", "instance", "group", "none")
 

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jflow import geometry
-from jflow.models.layers import Conv2d, torch_uniform_init
+from jflow.models.layers import ROW_STACKING_HELPS, Conv2d, torch_uniform_init
 from jflow.models.window_corr import shifted_products
 
 Array = Any
@@ -253,7 +253,7 @@ class FeatureNet(nn.Module):
         for i, block in enumerate(spec):
             for j, (c, k, s) in enumerate(block):
                 x = leaky(Conv2d(c, k, s, k // 2, name=f"convs_{i}_{2 * j}",
-                                 stack_rows=i == 0)(x))  # 7x7 on RGB: see Conv2d
+                                 stack_rows=i == 0 and ROW_STACKING_HELPS)(x))  # 7x7 on RGB
             if i > 1:
                 feats.append(x)
         return feats[::-1]
