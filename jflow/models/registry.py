@@ -59,7 +59,7 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     ``corr_levels``, ``corr_radius``; ``mixed_precision``; ``freeze_bn``; ``wnorm`` (DEQ, default
     True); ``all_grad`` (DEQ); ``old_version`` (DEQ v1 flow head); ``remat_encoder``,
     ``remat_states``, ``corr_feature_grad`` (DEQ training memory, default False); ``gma_mode``
-    (GMA).
+    (GMA); ``inference_loop`` (RAFT / GMA: auto | while | unrolled).
     """
     name = _get(model_cfg, "name")
     if name not in MODEL_NAMES:
@@ -112,7 +112,8 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
                     gma_mode=_get(model_cfg, "gma_mode", "content"),
                     iters=int(_get(model_cfg, "iters", 12)),
                     eval_iters=int(_get(model_cfg, "eval_iters", 24)),
-                    corr_radius=None if radius is None else int(radius), **common)
+                    corr_radius=None if radius is None else int(radius),
+                    inference_loop=str(_get(model_cfg, "inference_loop", "auto")), **common)
     size = str(_get(model_cfg, "size", "B"))
     size = SIZE_ALIASES.get(size.lower(), size)
     if size not in DEQ_SIZES:
