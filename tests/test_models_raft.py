@@ -112,28 +112,31 @@ def test_mixed_precision_convs_in_bfloat16_corr_and_outputs_float32(name, images
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(v["params"]))
 
 
-@pytest.mark.parametrize("corr", ["all_pairs", "on_the_fly"])
-def test_inference_loop_forms_agree(corr, images):
-    """"while" (all but the last iteration in one loop body) and "unrolled" give the same flow
-    and the same gradients; "auto" loops for on-the-fly correlation only."""
-    model, v = model_and_vars("raft_small", corr=corr)
+@pytest.mark.parametrize("corr,mixed", [("all_pairs", False), ("on_the_fly", False),
+                                        ("on_the_fly", True)])
+def test_inference_loop_forms_agree(corr, mixed, images):
+    """"loop" (all but the last iteration in one loop body) and "unrolled" give the same flow
+    and the same gradients (mixed precision too: bfloat16 hidden state after the first
+    iteration); "auto" loops for on-the-fly correlation only."""
+    model, v = model_and_vars("raft_small", corr=corr, mixed_precision=mixed)
 
     def flow(form):
         m = model.clone(inference_loop=form)
-        return lambda p, a, b: m.apply({**v, "params": p}, a, b, iters=3)["flow"]
+        return lambda p, a, b: m.apply({**v, "params": p}, a, b, iters=4)["flow"]
 
     convs = {form: str(jax.make_jaxpr(flow(form))(v["params"], *images)).count("conv_general")
-             for form in ("while", "unrolled", "auto")}
-    assert convs["while"] < convs["unrolled"]  # the loop body holds one iteration's convs
-    assert convs["auto"] == convs["while" if corr == "on_the_fly" else "unrolled"]
-    got = {form: jax.jit(flow(form))(v["params"], *images) for form in ("while", "unrolled")}
-    np.testing.assert_allclose(np.asarray(got["while"]), np.asarray(got["unrolled"]), atol=1e-5)
+             for form in ("loop", "unrolled", "auto")}
+    assert convs["loop"] < convs["unrolled"]  # the loop body holds one iteration's convs
+    assert convs["auto"] == convs["loop" if corr == "on_the_fly" else "unrolled"]
+    got = {form: jax.jit(flow(form))(v["params"], *images) for form in ("loop", "unrolled")}
+    np.testing.assert_allclose(np.asarray(got["loop"]), np.asarray(got["unrolled"]), atol=1e-5)
     grads = {form: jax.jit(jax.grad(lambda p, a, b, f=flow(form): jnp.sum(f(p, a, b) ** 2)))(
-        v["params"], *images) for form in ("while", "unrolled")}
-    gw, gu = (jax.tree_util.tree_leaves(grads[k]) for k in ("while", "unrolled"))
+        v["params"], *images) for form in ("loop", "unrolled")}
+    gw, gu = (jax.tree_util.tree_leaves(grads[k]) for k in ("loop", "unrolled"))
     scale = max(float(jnp.max(jnp.abs(b))) for b in gu)  # (biases before instance norm: noise)
     assert scale > 0
-    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(gw, gu)) < 1e-5 * scale
+    tol = 1e-3 if mixed else 1e-5  # bfloat16 backward passes round where XLA fuses
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(gw, gu)) < tol * scale
 
 
 def test_inference_loop_checked(images):

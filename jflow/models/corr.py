@@ -89,8 +89,8 @@ def build_corr(fmap1: Array, fmap2: Array, *, kind: str = "all_pairs", num_level
         for _ in range(num_levels - 1):
             vol = avg_pool2(vol, (3, 4))
             pyramid.append(vol)
-        # every level written out once: XLA:CPU would otherwise fuse the pooling into each
-        # iteration's window gathers and recompute it there (jax 0.12: RAFT 3-4 % slower)
+        # every level written out once: XLA:CPU (jax 0.12) would otherwise fuse the pooling
+        # into each iteration's window gathers and recompute it there (experiments/README.md)
         pyramid = list(jax.lax.optimization_barrier(tuple(pyramid)))
         if not feature_grad:
             return {"pyramid": pyramid}

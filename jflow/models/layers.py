@@ -147,8 +147,8 @@ def instance_norm(x: Array, eps: float = 1e-5) -> Array:
 
 
 # Whether ``Conv2d(stack_rows=True)`` pays for a few-channel (RGB) 7x7 convolution with this jax's
-# XLA:CPU. LiteFlowNet2's stem, whole model at 368x496 on CPU, stacked / plain time: 0.85 on
-# jax 0.10.2, 1.04-1.06 on 0.12.0.1 (experiments/README.md, "LiteFlowNet2's RGB stem").
+# XLA:CPU: it does on jax 0.10, not on jax >= 0.12 (LiteFlowNet2's stem; figures in
+# experiments/README.md, "LiteFlowNet2's RGB stem").
 ROW_STACKING_HELPS = tuple(int(v) for v in jax.__version__.split(".")[:2]) < (0, 12)
 
 NORMS = ("batch", "instance", "group", "none")

@@ -67,7 +67,7 @@ def features(fnet: nn.Module, image1: Array, image2: Array, train: bool) -> tupl
     return fmaps[:b].astype(jnp.float32), fmaps[b:].astype(jnp.float32)
 
 
-INFERENCE_LOOPS = ("auto", "while", "unrolled")
+INFERENCE_LOOPS = ("auto", "loop", "unrolled")
 
 
 class RAFT(nn.Module):
@@ -81,11 +81,11 @@ class RAFT(nn.Module):
       mixed_precision: bfloat16 encoders/update block (correlation stays float32).
       freeze_bn: BatchNorm uses running statistics even when training (after the Chairs stage).
       inference_loop: how inference runs the iterations (same flow either way): "unrolled"
-        (in Python, as training does: XLA compiles each one), "while" (all but the last in one
-        ``lax.fori_loop``, compiled once), "auto" (the default: "while" with on-the-fly
-        correlation, whose unrolled lookups take 12 s of compilation for RAFT-12 instead of
-        4.5 s; "unrolled" with all-pairs, which compiles in under 3 s and runs GMA and
-        RAFT-small 2-4 % faster unrolled).
+        (in Python, as training does: XLA compiles each one), "loop" (all but the last in one
+        ``lax.fori_loop``, compiled once), "auto" (the default: "loop" with on-the-fly
+        correlation, whose unrolled lookups make compilation several times longer; "unrolled"
+        with all-pairs, which compiles quickly either way and runs GMA and RAFT-small slightly
+        faster unrolled; figures in experiments/README.md).
     """
 
     # Callers pad to a multiple of 8 by replication (official InputPadder); a zero warm start
@@ -160,7 +160,7 @@ class RAFT(nn.Module):
         if self.inference_loop not in INFERENCE_LOOPS:
             raise ValueError(f"{name}: inference_loop must be one of {INFERENCE_LOOPS}, got "
                              f"{self.inference_loop!r}")
-        loop = self.inference_loop == "while" or (self.inference_loop == "auto"
+        loop = self.inference_loop == "loop" or (self.inference_loop == "auto"
                                                   and self.corr == "on_the_fly")
         first = 0
         if loop and not (train or self.is_initializing()) and n_iters > 1:
@@ -175,10 +175,15 @@ class RAFT(nn.Module):
                 corr_i = lookup(corr_state, c1, radius)
                 net_i, delta_i, _ = block.apply({"params": params}, net_i, inp, corr_i,
                                                 c1 - coords0, attn)
-                return net_i.astype(net.dtype), c1 + delta_i
+                return net_i, c1 + delta_i
 
+            # the loop carries the hidden state in the update's own dtype: with mixed precision
+            # the first iteration (float32 in, bfloat16 out) runs before it
+            first = 1 if self.mixed_precision else 0
+            if first:
+                net, coords1 = step(0, (net, coords1))
             # static bounds: a scan, so reverse mode still works
-            net, coords1 = jax.lax.fori_loop(0, n_iters - 1, step, (net, coords1))
+            net, coords1 = jax.lax.fori_loop(first, n_iters - 1, step, (net, coords1))
             first = n_iters - 1
         for i in range(first, n_iters):
             coords1 = jax.lax.stop_gradient(coords1)

@@ -59,7 +59,7 @@ def build_model(model_cfg: Any, deq_cfg: Any = None) -> nn.Module:
     ``corr_levels``, ``corr_radius``; ``mixed_precision``; ``freeze_bn``; ``wnorm`` (DEQ, default
     True); ``all_grad`` (DEQ); ``old_version`` (DEQ v1 flow head); ``remat_encoder``,
     ``remat_states``, ``corr_feature_grad`` (DEQ training memory, default False); ``gma_mode``
-    (GMA); ``inference_loop`` (RAFT / GMA: auto | while | unrolled).
+    (GMA); ``inference_loop`` (RAFT / GMA: auto | loop | unrolled).
     """
     name = _get(model_cfg, "name")
     if name not in MODEL_NAMES:
