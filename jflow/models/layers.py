@@ -149,7 +149,7 @@ def instance_norm(x: Array, eps: float = 1e-5) -> Array:
 # Whether ``Conv2d(stack_rows=True)`` pays for a few-channel (RGB) 7x7 convolution with this jax's
 # XLA:CPU: it does on jax 0.10, not on jax >= 0.12 (LiteFlowNet2's stem; figures in
 # experiments/README.md, "LiteFlowNet2's RGB stem").
-ROW_STACKING_HELPS = tuple(int(v) for v in jax.__version__.split(".")[:2]) < (0, 12)
+ROW_STACKING_HELPS = jax.__version_info__[:2] < (0, 12)
 
 NORMS = ("batch", "instance", "group", "none")
 

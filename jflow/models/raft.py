@@ -11,6 +11,7 @@ Top-level names follow PyTorch: ``fnet``, ``cnet``, ``update_block`` and (GMA) `
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -121,6 +122,9 @@ class RAFT(nn.Module):
         n_iters = int(iters if iters is not None else (self.iters if train else self.eval_iters))
         if n_iters < 1:
             raise ValueError(f"{name}: iters must be >= 1, got {n_iters}")
+        if self.inference_loop not in INFERENCE_LOOPS:
+            raise ValueError(f"{name}: inference_loop must be one of {INFERENCE_LOOPS}, got "
+                             f"{self.inference_loop!r}")
 
         im1, im2 = normalize_image(image1), normalize_image(image2)
         fnet = Encoder(128 if self.small else 256, "instance", self.small, dtype=dtype,
@@ -155,41 +159,36 @@ class RAFT(nn.Module):
                 return geometry.upflow(flow_low, 8)
             return geometry.convex_upsample(flow_low, mask, 8)
 
+        def iterate(net, coords1, update):  # one RAFT iteration; ``update`` bound or pure
+            coords1 = jax.lax.stop_gradient(coords1)
+            corr = lookup(corr_state, coords1, radius)
+            net, delta, mask = update(net, inp, corr, coords1 - coords0, attn)
+            return net, coords1 + delta, mask
+
         predictions = []
         flow_up = None
-        if self.inference_loop not in INFERENCE_LOOPS:
-            raise ValueError(f"{name}: inference_loop must be one of {INFERENCE_LOOPS}, got "
-                             f"{self.inference_loop!r}")
         loop = self.inference_loop == "loop" or (self.inference_loop == "auto"
                                                   and self.corr == "on_the_fly")
         first = 0
         if loop and not (train or self.is_initializing()) and n_iters > 1:
             # all but the last iteration in one loop (its body compiled once; the mask head,
             # unused there, is dropped by XLA); the last one below returns the mask
-            block = update_block.clone(parent=None)
-            params = self.variables["params"]["update_block"]
+            pure = partial(update_block.clone(parent=None).apply,
+                           {"params": self.variables["params"]["update_block"]})
 
             def step(_, carry):
-                net_i, c1 = carry
-                c1 = jax.lax.stop_gradient(c1)
-                corr_i = lookup(corr_state, c1, radius)
-                net_i, delta_i, _ = block.apply({"params": params}, net_i, inp, corr_i,
-                                                c1 - coords0, attn)
-                return net_i, c1 + delta_i
+                return iterate(*carry, pure)[:2]
 
-            # the loop carries the hidden state in the update's own dtype: with mixed precision
-            # the first iteration (float32 in, bfloat16 out) runs before it
-            first = 1 if self.mixed_precision else 0
-            if first:
+            # the loop carries the hidden state in the update's own dtype (mixed precision:
+            # float32 in, bfloat16 out), so an iteration that changes it runs before the loop
+            if jax.eval_shape(step, 0, (net, coords1))[0].dtype != net.dtype:
                 net, coords1 = step(0, (net, coords1))
+                first = 1
             # static bounds: a scan, so reverse mode still works
             net, coords1 = jax.lax.fori_loop(first, n_iters - 1, step, (net, coords1))
             first = n_iters - 1
         for i in range(first, n_iters):
-            coords1 = jax.lax.stop_gradient(coords1)
-            corr = lookup(corr_state, coords1, radius)
-            net, delta, mask = update_block(net, inp, corr, coords1 - coords0, attn)
-            coords1 = coords1 + delta
+            net, coords1, mask = iterate(net, coords1, update_block)
             if train or i == n_iters - 1:
                 flow_up = upsample(coords1 - coords0, mask)
                 predictions.append(flow_up)
