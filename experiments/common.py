@@ -70,3 +70,19 @@ def load_or_random(model, checkpoint: str | None, seed: int = 0) -> dict:
     from jflow.models import random_variables
 
     return random_variables(model, seed=seed)
+
+
+SOLVER_ALIASES = {"anderson_official": "anderson:relative_ridge=false"}
+
+
+def parse_solver(spec: str) -> tuple[str, dict]:
+    """``"anderson:relative_ridge,memory=5"`` -> ``("anderson", {"relative_ridge": True,
+    "memory": 5})`` (``jflow.deq.parse_solver_spec``, after the aliases above)."""
+    from jflow.deq import parse_solver_spec
+
+    return parse_solver_spec(SOLVER_ALIASES.get(spec, spec))
+
+
+def split_solvers(arg: str) -> list[str]:
+    """``--solvers``: split on ';' when there is one (options may hold commas), else on ','."""
+    return [s for s in arg.split(";" if ";" in arg else ",") if s]

@@ -92,7 +92,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--pairs", type=int, default=9, help="consecutive Sintel demo pairs")
     p.add_argument("--out", default=common.RESULTS)
     a = p.parse_args(argv)
-    names = solvers.split_solvers(a.solvers)
+    names = common.split_solvers(a.solvers)
     problems = [solvers.sintel_batch(a.frames, a.scale, a.pairs), solvers.synthetic_batch()]
     rows = []
     for w in (float(x) for x in a.weights.split(",")):

@@ -35,8 +35,9 @@ def predictor(config, checkpoint: str | None, solver: str, max_steps: int, tol: 
 
     if not is_deq(config):
         raise ValueError(f"--config: {config.model.name} is not a DEQ model")
-    deq = from_config(config.deq).replace(solver=solver, f_tol=tol, f_stop_mode="rel",
-                                          return_rule="lowest")
+    name, kwargs = common.parse_solver(solver)
+    deq = from_config(config.deq).replace(solver=name, solver_kwargs=kwargs, f_tol=tol,
+                                          f_stop_mode="rel", return_rule="lowest")
     model = build_model(config.model, deq)
     variables = common.load_or_random(model, checkpoint)
     return FlowPredictor(model, variables, deq=True, iters=max_steps)
@@ -56,7 +57,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--checkpoint", default=None, help="jflow checkpoint (random weights if unset)")
     p.add_argument("--frames", default=common.SINTEL_DEMO)
     p.add_argument("--scale", type=float, default=0.25)
-    p.add_argument("--solver", default="anderson")
+    p.add_argument("--solver", default="anderson",
+                   help='a solver spec as in solvers.py, e.g. "anderson:beta=3.0,memory=8"')
     p.add_argument("--tol", type=float, default=3e-3,
                    help="relative residual tolerance (random weights plateau near 1.7e-3)")
     p.add_argument("--max_steps", type=int, default=60)

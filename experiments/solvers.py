@@ -41,35 +41,7 @@ from jflow.deq import get_solver, solve  # noqa: E402
 
 SOLVERS = ("naive", "anderson_official", "anderson", "broyden", "jaxopt_fixed_point",
            "jaxopt_anderson", "jaxopt_broyden", "optimistix_fixed_point", "optimistix_newton")
-ALIASES = {"anderson_official": "anderson:relative_ridge=false"}
 MILESTONES = (1e-2, 3e-3, 2e-3, 1e-3)
-
-
-def parse_solver(spec: str) -> tuple[str, dict]:
-    """``"anderson:relative_ridge,memory=5"`` -> ``("anderson", {"relative_ridge": True,
-    "memory": 5})`` (bare words are True; values are ints, floats or strings)."""
-    name, _, opts = ALIASES.get(spec, spec).partition(":")
-    kwargs = {}
-    for tok in filter(None, opts.split(",")):
-        key, sep, value = tok.partition("=")
-        if not sep:
-            kwargs[key] = True
-            continue
-        if value.lower() in ("true", "false"):
-            kwargs[key] = value.lower() == "true"
-            continue
-        for cast in (int, float, str):
-            try:
-                kwargs[key] = cast(value)
-                break
-            except ValueError:
-                pass
-    return name, kwargs
-
-
-def split_solvers(arg: str) -> list[str]:
-    """``--solvers``: split on ';' when there is one (options may hold commas), else on ','."""
-    return [s for s in arg.split(";" if ";" in arg else ",") if s]
 
 
 def toy_problem(dim: int = 256, batch: int = 4, rho: float = 0.95, seed: int = 0):
@@ -111,7 +83,7 @@ def run_toy(solvers, max_steps: int, tol: float = 1e-5) -> list[dict]:
     f, z0 = toy_problem()
     rows = []
     for name in solvers:
-        spec, kwargs = parse_solver(name)
+        spec, kwargs = common.parse_solver(name)
         solver = get_solver(spec, **kwargs)
         fn = jax.jit(lambda z, s=solver: solve(f, z, s, max_steps, tol, "rel")[1])
         try:
@@ -153,7 +125,7 @@ def run_deq_raft(solvers, max_steps: int, problems, checkpoint: str | None,
     for problem, im1, im2 in problems:
         im1, im2 = jnp.asarray(im1), jnp.asarray(im2)
         for name in solvers:
-            solver, kwargs = parse_solver(name)
+            solver, kwargs = common.parse_solver(name)
             model = common.deq_raft("T", solver=solver, solver_kwargs=kwargs,
                                     f_max_steps=max_steps, f_tol=tol, f_stop_mode="rel")
             if variables is None:
@@ -213,7 +185,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--checkpoint", default=None, help="DEQ-RAFT-T jflow checkpoint")
     p.add_argument("--out", default=common.RESULTS)
     a = p.parse_args(argv)
-    solvers = split_solvers(a.solvers)
+    solvers = common.split_solvers(a.solvers)
     note = None if a.checkpoint else common.RANDOM_WEIGHTS_NOTE
     if note:
         print("NOTE:", note, flush=True)

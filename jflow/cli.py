@@ -49,6 +49,20 @@ def _flag_error_line(error: BaseException, argv: list[str]) -> str:
     return " ".join(lines) or type(error).__name__
 
 
+def _check_deq_options(config) -> None:
+    """Every ``config.deq`` option (solver and its options, gradient, correction) checked before
+    anything is built: a bad one is a ValueError naming ``--config.deq``."""
+    deq = config.get("deq") if hasattr(config, "get") else None
+    if not deq:
+        return
+    from jflow.deq import from_config
+
+    try:
+        from_config(deq)
+    except ValueError as e:
+        raise ValueError(f"--config.deq: {e}") from e
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing where a bad flag, an unknown config field or a missing or broken config
     file is one ``error:`` line and exit 1 (``JFLOW_DEBUG=1``: the traceback)."""
@@ -60,6 +74,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
         if type(config).__name__ == "_ErrorConfig":  # ml_collections defers load errors
             config.to_dict()  # raises the deferred OSError
+        _check_deq_options(config)
         return rest
     except flags.Error as e:
         if debug:

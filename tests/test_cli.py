@@ -81,6 +81,8 @@ MAIN_ERRORS = {
     "bad_submission": (["--config={configs}/raft.py:smoke", "--config.mode=eval",
                         "--config.eval.submission=spring"], "spring"),
     "unknown_flag": (["--config={configs}/raft.py:smoke", "--nope"], "nope"),
+    "bad_solver_option": (["--config={configs}/deq_raft.py:smoke",
+                           "--config.deq.solver=anderson:beta=3.0,gamma=2"], "gamma"),
 }
 
 

@@ -48,6 +48,39 @@ def test_config_validation_and_from_config():
         DEQConfig(n_states=5, f_max_steps=4)
 
 
+def test_solver_spec_strings_set_options(problem):
+    """``--config.deq.solver=anderson:beta=3.0,memory=8`` carries options from a command line."""
+    import ml_collections
+
+    from jflow.deq import parse_solver_spec
+
+    assert parse_solver_spec("anderson: beta=3.0, memory=8,relative_ridge=false,safe") == (
+        "anderson", {"beta": 3.0, "memory": 8, "relative_ridge": False, "safe": True})
+    assert parse_solver_spec("broyden") == ("broyden", {})
+    cfg = from_config(ml_collections.ConfigDict({
+        "solver": "anderson:beta=3.0,memory=8", "solver_kwargs": {"memory": 4, "ridge": 1e-3},
+        "b_solver": "naive:tau=0.5"}))
+    assert cfg.solver == "anderson" and dict(cfg.solver_kwargs) == {
+        "beta": 3.0, "memory": 8, "ridge": 1e-3}  # the spec overrides solver_kwargs' keys
+    assert cfg.b_solver == "naive" and cfg.b_solver_kwargs == (("tau", 0.5),)
+    assert cfg == cfg.replace() and cfg.replace(f_max_steps=9).solver_kwargs == cfg.solver_kwargs
+    # the options reach the solver: the same solve as with explicit kwargs, not the default one
+    params, x = problem
+    run = lambda c: deq_fixed_point(tanh_map, params, x, jnp.zeros_like(x),  # noqa: E731
+                                    c.replace(f_max_steps=6, f_tol=0.0), train=False)[0][0]
+    explicit = DEQConfig(solver="anderson", solver_kwargs={"beta": 3.0, "memory": 8,
+                                                           "ridge": 1e-3})
+    np.testing.assert_array_equal(run(cfg), run(explicit))
+    assert not np.allclose(run(cfg), run(DEQConfig(solver="anderson")))
+    for bad in ("anderson:=3", "anderson:beta="):
+        with pytest.raises(ValueError, match="solver spec"):
+            DEQConfig(solver=bad)
+    with pytest.raises(ValueError, match="bad arguments .*gamma"):  # at configuration time
+        DEQConfig(solver="anderson:gamma=2")
+    with pytest.raises(ValueError, match="bad arguments .*beta"):
+        DEQConfig(b_solver="naive", b_solver_kwargs={"beta": 2.0})
+
+
 def test_correction_helpers():
     assert segment_lengths(24, 2) == [12, 12] and segment_lengths(40, 6) == [6, 6, 7, 7, 7, 7]
     assert indexing_positions(24, 2) == [12, 24] and indexing_positions(36, 6)[0] == 6

@@ -7,7 +7,7 @@ Knows nothing about optical flow and imports nothing else from jflow. Entry poin
 """
 from jflow.deq.adjoint import BackwardSolve, implicit_step, phantom_steps
 from jflow.deq.api import deq_fixed_point
-from jflow.deq.config import DEQConfig, from_config
+from jflow.deq.config import DEQConfig, from_config, parse_solver_spec
 from jflow.deq.correction import correction_weights, indexing_positions, segment_lengths
 from jflow.deq.flat import flatten_batched
 from jflow.deq.regularize import jacobian_penalty, spectral_radius
@@ -20,6 +20,7 @@ __all__ = [
     "Anderson", "BackwardSolve", "Broyden", "DEQConfig", "Naive", "RETURN_RULES", "Solver",
     "WeightNormConv", "available_solvers", "correction_weights", "deq_fixed_point",
     "flatten_batched", "fold_weight_norm", "from_config", "get_solver", "implicit_step",
-    "indexing_positions", "jacobian_penalty", "phantom_steps", "register_solver",
+    "indexing_positions", "jacobian_penalty", "parse_solver_spec", "phantom_steps",
+    "register_solver",
     "segment_lengths", "solve", "solve_flat", "spectral_radius", "summarize", "weight_norm_kernel",
 ]

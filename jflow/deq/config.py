@@ -41,12 +41,51 @@ def _freeze_kwargs(value: Any, name: str) -> tuple:
     return out
 
 
+def parse_solver_spec(spec: str) -> tuple[str, dict]:
+    """``"anderson:beta=3.0,memory=8"`` -> ``("anderson", {"beta": 3.0, "memory": 8})``: a solver
+    name and its options in one string (bare words are True; values are bools, ints, floats or
+    strings), so ``--config.deq.solver=anderson:beta=3.0`` sets options from the command line."""
+    name, _, opts = str(spec).partition(":")
+    kwargs: dict = {}
+    for tok in filter(None, (t.strip() for t in opts.split(","))):
+        key, sep, value = (t.strip() for t in tok.partition("="))
+        if not key or (sep and not value):
+            raise ValueError(f"solver spec {spec!r}: expected name:key=value,..., got {tok!r}")
+        if not sep:
+            kwargs[key] = True
+        elif value.lower() in ("true", "false"):
+            kwargs[key] = value.lower() == "true"
+        else:
+            kwargs[key] = _number_or_string(value)
+    return name.strip(), kwargs
+
+
+def _number_or_string(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _check_native_solver(name: str, kwargs: dict) -> None:
+    """A native solver is built once here, so a bad option is one error at configuration time
+    (backend and not-yet-registered solvers are checked when the solve builds them)."""
+    from jflow.deq.solvers import available_solvers, get_solver
+
+    if name in available_solvers() and not name.startswith(("jaxopt_", "optimistix_")):
+        get_solver(name, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True)
 class DEQConfig:
     """Options of ``deq_fixed_point``; ``*_solver_kwargs`` accept a dict (stored as sorted pairs).
 
     solver / solver_kwargs / f_max_steps / f_tol / f_stop_mode / return_rule: the forward solve
         (see ``jflow.deq.solve`` for return rules and ``jflow.deq.solvers`` for the kwargs).
+        ``solver`` (and ``b_solver``) may carry options, ``"anderson:beta=3.0,memory=8"``
+        (:func:`parse_solver_spec`); they are moved into ``solver_kwargs``, overriding its keys.
     grad: "phantom" (k steps ``z <- (1-tau) z + tau f(z)`` from the stopped fixed point),
         "ift" (implicit gradient for the last correction term, phantom for the others) or
         "unrolled" (backprop through every solver step; memory grows with the steps) or
@@ -88,8 +127,13 @@ class DEQConfig:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
-        set_("solver_kwargs", _freeze_kwargs(self.solver_kwargs, "solver_kwargs"))
-        set_("b_solver_kwargs", _freeze_kwargs(self.b_solver_kwargs, "b_solver_kwargs"))
+        for key in ("solver", "b_solver"):  # "name:key=value,..." specs: options into *_kwargs
+            name, opts = parse_solver_spec(getattr(self, key))
+            kwargs = {**dict(_freeze_kwargs(getattr(self, key + "_kwargs"), key + "_kwargs")),
+                      **opts}
+            set_(key, name)
+            set_(key + "_kwargs", _freeze_kwargs(kwargs, key + "_kwargs"))
+            _check_native_solver(name, kwargs)
         from jflow.deq.solve import RETURN_RULES, STOP_MODES
 
         checks = [
