@@ -67,6 +67,7 @@ def row(problem: str, name: str, stats: dict, seconds: float, tol: float) -> dic
     rel = np.asarray(stats["rel_trace"], np.float64)
     nstep = np.asarray(stats["nstep"])
     r = {"problem": problem, "solver": name, "steps_to_tol": float(np.mean(nstep)),
+         "nstep_per_sample": [int(n) for n in nstep],
          "converged": float(np.mean(np.asarray(stats["converged"])))}
     for level in MILESTONES:
         r[f"steps_to_{level:g}"] = steps_to(rel, nstep, level)
