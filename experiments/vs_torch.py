@@ -26,7 +26,11 @@ CUDA-only).
 
 Writes ``experiments/results/vs_torch.{csv,json}`` (rows are merged by (model, size): a rerun with
 ``--models=raft`` replaces only RAFT's rows, so a long run can be resumed model by model) and
-``vs_torch.png`` (speed-up per row). ``jflow_idle_cpu_ms`` / ``torch_idle_cpu_ms``: the CPU time a
+``vs_torch.png`` (speed-up per row). Each row also has both sides' GFLOP per forward,
+convolutions and matrix products apart (``jflow_conv_gflop``: as the compiled program executes
+them; ``torch_matmul_gflop``...), and ``flop_ratio``, torch's over jflow's: what the speed-up
+would be at equal arithmetic rates.
+``jflow_idle_cpu_ms`` / ``torch_idle_cpu_ms``: the CPU time a
 process used while the other one was timed (threads spinning after their work would slow the
 other's run). The load average before and after each row is recorded, and the CPU
 (``host_cpu``; ratios differ between CPUs): timings on a shared machine are noisy, rerun on a
@@ -159,6 +163,23 @@ def jflow_model(name: str, weights: str, a):
     return model, variables, iters
 
 
+def flop_counts(compiled, iters: int, worker) -> dict:
+    """GFLOP of one forward on each side, convolutions and matrix products apart: jflow's as
+    executed (``jflow.flops.count_compiled_flops`` on the compiled program; a solver loop at
+    its step limit), torch's by FlopCounterMode. ``flop_ratio``: torch's over jflow's, the
+    speed-up equal arithmetic rates would give (``conv_flop_ratio``: convolutions alone)."""
+    from jflow.flops import count_compiled_flops
+
+    ours = count_compiled_flops(compiled, unknown_trips=iters)
+    theirs = worker.ask("flops")
+    row = dict(jflow_conv_gflop=ours["conv"] / 1e9, jflow_dot_gflop=ours["dot"] / 1e9,
+               torch_conv_gflop=theirs["conv_gflop"], torch_matmul_gflop=theirs["matmul_gflop"])
+    row["conv_flop_ratio"] = row["torch_conv_gflop"] / max(row["jflow_conv_gflop"], 1e-9)
+    row["flop_ratio"] = ((row["torch_conv_gflop"] + row["torch_matmul_gflop"])
+                         / max(row["jflow_conv_gflop"] + row["jflow_dot_gflop"], 1e-9))
+    return row
+
+
 def measure(name: str, hw: tuple[int, int], official: str, a) -> dict:
     import jax
     import numpy as np
@@ -194,6 +215,7 @@ def measure(name: str, hw: tuple[int, int], official: str, a) -> dict:
                        flow_mean_px=float(np.abs(ref).mean()),
                        jflow_flow_mean_px=float(np.abs(flow).mean()),
                        agree=bool(diff.max() < a.atol))
+            row.update(flop_counts(compiled, iters, worker))
             jax_ms, jax_cpu, torch_ms, torch_cpu, jax_idle, torch_idle = [], [], [], [], [], []
             for _ in range(a.repeats):  # A B A B
                 c0, t0 = time.process_time(), time.perf_counter()

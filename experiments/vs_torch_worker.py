@@ -11,7 +11,9 @@ from the DIP / LiteFlowNet2 reference code, fills it with the seeded weights of
 (the parent converts them with ``jflow.convert``), reads ``DIR/images.npz`` (uint8 RGB (1, H, W, 3)
 ``image1``, ``image2``) and prints one JSON line ``{"ready": ...}``. Then it answers commands on
 stdin, one JSON line each: ``flow`` (writes ``DIR/torch_flow.npy``, (H, W, 2)), ``time`` (one
-forward under ``no_grad``: ``{"ms": wall, "cpu_ms": process CPU}``), ``quit``.
+forward under ``no_grad``: ``{"ms": wall, "cpu_ms": process CPU}``), ``flops`` (one forward under
+``torch.utils.flop_counter.FlopCounterMode``: GFLOP of convolutions and of matrix products,
+2 per multiply-add), ``quit``.
 """
 from __future__ import annotations
 
@@ -90,6 +92,20 @@ def build(name: str, official: str, iters: int):
     return model.float().eval(), run, state
 
 
+def count_flops(run, model, im1, im2) -> dict:
+    """GFLOP of one forward by torch's FlopCounterMode: convolutions (``aten.convolution`` and
+    its variants) apart from everything else it counts (matrix products: mm, bmm, addmm...)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        run(model, im1, im2)
+    ops = counter.get_flop_counts().get("Global", {})
+    conv = sum(v for k, v in ops.items() if "convolution" in str(k))
+    total = sum(ops.values())
+    return dict(conv_gflop=conv / 1e9, matmul_gflop=(total - conv) / 1e9)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True)
@@ -117,6 +133,10 @@ def main() -> None:
         cmd = line.strip()
         if cmd == "quit":
             break
+        if cmd == "flops":
+            print(json.dumps(count_flops(run, model, im1, im2)), flush=True)
+            idle0 = time.process_time()
+            continue
         idle_cpu_ms = 1e3 * (time.process_time() - idle0)  # burnt while jflow ran (spinning)
         with torch.no_grad():
             c0, t0 = time.process_time(), time.perf_counter()

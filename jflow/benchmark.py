@@ -11,10 +11,14 @@ fixed-point correction loss against zero flow, gradients w.r.t. the parameters) 
 compile time separately, and times the median of ``--repeats`` runs with ``block_until_ready``.
 Memory is XLA's buffer assignment of the compiled program (``memory_analysis()``: temporaries,
 arguments, outputs) and, on accelerators, ``device.memory_stats()['peak_bytes_in_use']``.
-Work: ``gflops`` per call counted on the jaxpr with loops multiplied out (:mod:`jflow.flops`;
-XLA's own ``cost_analysis()`` figure, which counts a loop body once, is kept as ``xla_gflops``),
-the achieved ``gflops_per_s`` and, where the device's float32 peak is known (``PEAK_TFLOPS``) or
-given (``--peak_tflops``), ``peak_fraction``. ``iters`` is always the count that ran (the
+Work: ``gflops`` per call, the convolutions and matrix products the compiled program executes
+(:func:`jflow.flops.count_compiled_flops`: after XLA removed unused and shared work, loops
+multiplied by their trip count; a solver loop that stops on a tolerance by the solver's mean
+steps, ``loop_trips``), the achieved ``gflops_per_s`` and, where the device's float32 peak is
+known (``PEAK_TFLOPS``) or given (``--peak_tflops``), ``peak_fraction``. Kept beside it:
+``jaxpr_gflops`` (every operation as written, loops at their limits: more than XLA runs, e.g.
+RAFT's unused upsampling masks) and XLA's own ``cost_analysis()`` (``xla_gflops``, a loop body
+counted once). ``iters`` is always the count that ran (the
 model's default when ``--iters`` is not given; None for models without iterations).
 
 Side by side: ``--compare=SPEC`` (repeatable; ``SPEC`` = ``file.py[:arg] [key=value ...]``, e.g.
@@ -242,7 +246,7 @@ class Prepared:
             "height": height, "width": width, "batch": batch, "mode": mode,
             "iters": iters if iters is not None else default_iters(model, mode),
             "compile_s": compile_s, "memory_mib": compiled_memory(self.compiled),
-            "gflops": count_flops(fn, *self.args) / 1e9,
+            "jaxpr_gflops": count_flops(fn, *self.args) / 1e9,
             "xla_gflops": None if xla is None else float(xla) / 1e9,
             "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "host_cpu": host_cpu(),
@@ -261,14 +265,26 @@ class Prepared:
         times = self.times[warmup:] or self.times
         rec = dict(self.record, repeats=len(times), time_ms=statistics.median(times),
                    times_ms=times, device_peak_mib=device_peak_mib())
+        stats = (self.out or {}).get("stats") if rec["mode"] == "infer" else None
+        if stats:
+            rec["solver_nstep"] = float(np.mean(np.asarray(stats["nstep"])))
+        rec.update(self.executed_gflops(rec.get("solver_nstep")))
         rec["gflops_per_s"] = rec["gflops"] / (rec["time_ms"] / 1e3)
         peak = peak_gflops(rec["device"], peak_tflops)
         rec["peak_gflops"] = peak
         rec["peak_fraction"] = None if peak is None else rec["gflops_per_s"] / peak
-        stats = (self.out or {}).get("stats") if rec["mode"] == "infer" else None
-        if stats:
-            rec["solver_nstep"] = float(np.mean(np.asarray(stats["nstep"])))
         return rec
+
+    def executed_gflops(self, solver_nstep: float | None) -> dict[str, Any]:
+        """Convolution + matrix-product GFLOP the program ran; a loop whose trip count XLA does
+        not know (a solver stopping on a tolerance) at the solver's mean steps, else at the
+        iteration count (an upper bound)."""
+        from jflow.flops import count_compiled_flops
+
+        trips = solver_nstep if solver_nstep is not None else (self.record["iters"] or 1)
+        counts = count_compiled_flops(self.compiled, unknown_trips=trips)
+        return {"gflops": (counts["conv"] + counts["dot"]) / 1e9,
+                "loop_trips": trips if counts["unknown_loops"] else None}
 
 
 def benchmark(config, height: int, width: int, *, batch: int = 1, iters: int | None = None,

@@ -11,6 +11,7 @@ limit, the largest integer ``k`` in a ``counter < k`` test of its condition (the
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import jax
@@ -89,3 +90,81 @@ def _trip_limit(cond) -> int:
             if isinstance(v, (jex_core.ClosedJaxpr, jex_core.Jaxpr)):
                 best = max(best, _trip_limit(_sub(v)))
     return best
+
+
+_HLO_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$")
+_HLO_INSTRUCTION = re.compile(
+    r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\([^()]*\)|\S+)\s+([a-z][\w\-]*)\((.*)$")
+_HLO_ARRAY = re.compile(r"\b[a-z]+\d*\[([\d,]*)\]")
+
+
+def count_compiled_flops(compiled: Any, unknown_trips: float = 1) -> dict[str, float]:
+    """Convolution and matrix-product FLOPs (2 per multiply-add) that a compiled XLA program
+    executes, read from its optimised HLO (``compiled.as_text()``, or the text itself): work XLA
+    removed (unused outputs, computations shared between unrolled iterations) does not count, a
+    ``while`` body counts ``known_trip_count`` times (``unknown_trips`` times where XLA does not
+    know it, e.g. a solver loop that stops on a tolerance), a conditional its costliest branch.
+    Products XLA rewrote as elementwise multiplies and reductions are not counted. Returns
+    ``conv``, ``dot`` and ``unknown_loops`` (the loops without a known trip count)."""
+    text = compiled if isinstance(compiled, str) else compiled.as_text()
+    own, calls, entry, unknown = _parse_hlo(text, unknown_trips)
+    memo: dict[Any, tuple[float, float]] = {}
+
+    def total(comp) -> tuple[float, float]:
+        if isinstance(comp, tuple):  # a conditional's branches
+            return max((total(b) for b in comp), key=sum, default=(0.0, 0.0))
+        if comp not in memo:
+            conv, dot = own.get(comp, (0.0, 0.0))
+            for callee, times in calls.get(comp, ()):
+                sub = total(callee)
+                conv, dot = conv + times * sub[0], dot + times * sub[1]
+            memo[comp] = (conv, dot)
+        return memo[comp]
+
+    conv, dot = total(entry) if entry else (0.0, 0.0)
+    return {"conv": conv, "dot": dot, "unknown_loops": unknown}
+
+
+def _parse_hlo(text: str, unknown_trips: float) -> tuple[dict, dict, str | None, int]:
+    """Per computation its own (conv, dot) FLOPs and the computations it calls with their
+    multiplicity; the entry computation; the number of loops without a known trip count."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    own: dict[str, list[float]] = {}
+    calls: dict[str, list] = {}
+    entry, comp, unknown = None, None, 0
+    for line in text.splitlines():
+        header = _HLO_COMPUTATION.match(line)
+        if header:
+            comp = header.group(1)
+            own[comp], calls[comp] = [0.0, 0.0], []
+            entry = comp if line.startswith("ENTRY") else entry
+            continue
+        inst = _HLO_INSTRUCTION.match(line) if comp else None
+        if not inst:
+            continue
+        name, shape, op, rest = inst.groups()
+        array = _HLO_ARRAY.match(shape)
+        if array:
+            shapes[name] = tuple(int(d) for d in array.group(1).split(",") if d)
+        operands = [shapes.get(o, ()) for o in re.findall(r"%([\w.\-]+)", rest.split(")")[0])]
+        if op == "convolution" and len(operands) == 2 and array:
+            kernel, labels = operands[1], re.search(r"dim_labels=\w+_(\w+)->", rest).group(1)
+            per_out = math.prod(kernel) // max(kernel[labels.index("o")], 1)
+            own[comp][0] += 2.0 * math.prod(shapes[name]) * per_out
+        elif op == "dot" and operands and array:
+            dims = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest).group(1)
+            k = math.prod(operands[0][int(d)] for d in dims.split(",") if d)
+            own[comp][1] += 2.0 * math.prod(shapes[name]) * k
+        if op == "while":
+            trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
+            unknown += trips is None
+            body = re.search(r"body=%([\w.\-]+)", rest).group(1)
+            calls[comp].append((body, int(trips.group(1)) if trips else unknown_trips))
+        for callee in re.findall(r"\b(?:calls|to_apply)=%([\w.\-]+)", rest):
+            calls[comp].append((callee, 1))
+        branches = re.search(r"branch_computations=\{([^}]*)\}", rest)
+        pair = re.findall(r"(?:true|false)_computation=%([\w.\-]+)", rest)
+        if branches or pair:
+            names = re.findall(r"%([\w.\-]+)", branches.group(1)) if branches else pair
+            calls[comp].append((tuple(names), 1))
+    return own, calls, entry, unknown

@@ -28,3 +28,40 @@ def test_loops_count_every_trip():
 
     assert abs(scan - 7 * one) <= 7 * 4 and abs(fori - 5 * one) <= 5 * 4
     assert 9 * one <= count_flops(solve, x) <= 9 * one + 9 * 200  # + the condition's work
+
+
+def test_compiled_count_is_what_xla_runs():
+    """Unused and shared work drops out, loops multiply by their trip count, conditionals count
+    their costliest branch; a loop that stops on a test counts ``unknown_trips`` times."""
+    from jflow.flops import count_compiled_flops
+
+    w, x = jnp.ones((16, 16)), jnp.ones((4, 16))
+    one = 2 * 4 * 16 * 16
+    k = jnp.ones((3, 3, 16, 16))
+
+    def conv(a):
+        return jax.lax.conv_general_dilated(a, k, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def unrolled(x, img):
+        unused = jnp.tanh(x @ w) @ w  # dead: removed by XLA, counted on the jaxpr
+        del unused
+        return conv(img) + conv(img)  # shared (CSE)
+
+    img = jnp.ones((2, 8, 8, 16))
+    got = count_compiled_flops(jax.jit(unrolled).lower(x, img).compile())
+    assert got == {"conv": 2 * (2 * 8 * 8 * 16) * (3 * 3 * 16), "dot": 0.0, "unknown_loops": 0}
+    assert count_flops(unrolled, x, img) >= 2 * got["conv"] + 2 * one  # the jaxpr: all of it
+
+    fori = jax.jit(lambda x: jax.lax.fori_loop(0, 5, lambda i, c: jnp.tanh(c @ w), x))
+    assert count_compiled_flops(fori.lower(x).compile())["dot"] == 5 * one
+
+    def solve(x):  # stops on a test: XLA cannot know the trips
+        cond = lambda c: (c[0] < 9) & (jnp.max(jnp.abs(c[1])) > 1e-3)  # noqa: E731
+        return jax.lax.while_loop(cond, lambda c: (c[0] + 1, jnp.tanh(c[1] @ w)), (0, x))[1]
+
+    got = count_compiled_flops(jax.jit(solve).lower(x).compile(), unknown_trips=9)
+    assert got["dot"] == 9 * one and got["unknown_loops"] == 1
+
+    branchy = jax.jit(lambda p, x: jax.lax.cond(p, lambda x: (x @ w) @ w, lambda x: x @ w, x))
+    assert count_compiled_flops(branchy.lower(True, x).compile())["dot"] == 2 * one
