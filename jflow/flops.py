@@ -1,4 +1,4 @@
-"""Floating-point operations of a JAX function, counted on its jaxpr with loops multiplied out.
+"""Floating-point operations of a JAX function (its jaxpr) or of a compiled program (its HLO).
 
 XLA's ``compiled.cost_analysis()["flops"]`` counts the body of every ``while`` loop once, so for a
 scan (DIP's and LiteFlowNet2's correlations) or the DEQ solver's ``while_loop`` it reports one
@@ -7,6 +7,11 @@ trip. :func:`count_flops` walks the jaxpr instead: convolutions and matrix produ
 element. ``scan`` bodies count ``length`` times; a ``while_loop`` counts its body at its step
 limit, the largest integer ``k`` in a ``counter < k`` test of its condition (the DEQ solver's
 ``f_max_steps``): an upper bound when a solve stops early, exact when it runs to the limit.
+
+The jaxpr holds every operation as written, including work XLA then removes (outputs nobody
+uses) or computes once (the same computation in several unrolled iterations).
+:func:`count_compiled_flops` counts what a compiled program executes instead: its convolutions
+and matrix products, read from XLA's optimised HLO with loops at their trip counts.
 """
 from __future__ import annotations
 
@@ -147,13 +152,15 @@ def _parse_hlo(text: str, unknown_trips: float) -> tuple[dict, dict, str | None,
         if array:
             shapes[name] = tuple(int(d) for d in array.group(1).split(",") if d)
         operands = [shapes.get(o, ()) for o in re.findall(r"%([\w.\-]+)", rest.split(")")[0])]
-        if op == "convolution" and len(operands) == 2 and array:
-            kernel, labels = operands[1], re.search(r"dim_labels=\w+_(\w+)->", rest).group(1)
-            per_out = math.prod(kernel) // max(kernel[labels.index("o")], 1)
+        labels = re.search(r"dim_labels=\w+_(\w+)->", rest)
+        dims = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
+        if op == "convolution" and array and labels and len(operands) == 2 and (
+                len(operands[1]) == len(labels.group(1))):  # kernel shape known
+            kernel = operands[1]
+            per_out = math.prod(kernel) // max(kernel[labels.group(1).index("o")], 1)
             own[comp][0] += 2.0 * math.prod(shapes[name]) * per_out
-        elif op == "dot" and operands and array:
-            dims = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest).group(1)
-            k = math.prod(operands[0][int(d)] for d in dims.split(",") if d)
+        elif op == "dot" and array and dims and operands and operands[0]:
+            k = math.prod(operands[0][int(d)] for d in dims.group(1).split(",") if d)
             own[comp][1] += 2.0 * math.prod(shapes[name]) * k
         if op == "while":
             trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
