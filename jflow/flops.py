@@ -98,8 +98,9 @@ def _trip_limit(cond) -> int:
 
 
 _HLO_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$")
+# name = shape opcode(operands), attributes; a tuple shape may nest and holds no "word("
 _HLO_INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\([^()]*\)|\S+)\s+([a-z][\w\-]*)\((.*)$")
+    r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([a-z][\w\-]*)\((.*)$")
 _HLO_ARRAY = re.compile(r"\b[a-z]+\d*\[([\d,]*)\]")
 
 

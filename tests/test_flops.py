@@ -65,3 +65,24 @@ def test_compiled_count_is_what_xla_runs():
 
     branchy = jax.jit(lambda p, x: jax.lax.cond(p, lambda x: (x @ w) @ w, lambda x: x @ w, x))
     assert count_compiled_flops(branchy.lower(True, x).compile())["dot"] == 2 * one
+
+
+def test_compiled_count_reads_nested_tuple_loops():
+    """A loop whose carry prints as a nested tuple still multiplies its body (hand-written HLO)."""
+    from jflow.flops import count_compiled_flops
+
+    hlo = """HloModule m
+%body (p: (s32[], (f32[4,16], f32[16,16]))) -> (s32[], (f32[4,16], f32[16,16])) {
+  %p = (s32[], (f32[4,16]{1,0}, f32[16,16]{1,0})) parameter(0)
+  %a = f32[4,16]{1,0} parameter(1)
+  %w = f32[16,16]{1,0} parameter(2)
+  %d = f32[4,16]{1,0} dot(%a, %w), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %t = (s32[], (f32[4,16]{1,0}, f32[16,16]{1,0})) tuple(%p)
+}
+ENTRY %main (x: f32[4,16]) -> (s32[], (f32[4,16], f32[16,16])) {
+  %init = (s32[], (f32[4,16]{1,0}, f32[16,16]{1,0})) parameter(0)
+  ROOT %loop = (s32[], (f32[4,16]{1,0}, f32[16,16]{1,0})) while(%init), condition=%c, body=%body, backend_config={"known_trip_count":{"n":"7"}}
+}
+"""
+    assert count_compiled_flops(hlo) == {"conv": 0.0, "dot": 7 * 2 * 4 * 16 * 16,
+                                         "unknown_loops": 0}
