@@ -29,7 +29,11 @@ Writes ``experiments/results/vs_torch.{csv,json}`` (rows are merged by (model, s
 ``vs_torch.png`` (speed-up per row). Each row also has both sides' GFLOP per forward,
 convolutions and matrix products apart (``jflow_conv_gflop``: as the compiled program executes
 them; ``torch_matmul_gflop``...), and ``flop_ratio``, torch's over jflow's: what the speed-up
-would be at equal arithmetic rates.
+would be at equal arithmetic rates. ``peak_gflops`` is the rate XLA's float32 matrix product
+attains in the jflow process on the same CPUs (``jflow.benchmark.matmul_peak_gflops``);
+``jflow_gflops_per_s`` / ``torch_gflops_per_s`` are the achieved rates and ``speedup_bound`` =
+``torch_ms`` over jflow's GFLOP at that peak: no faster jflow code without less arithmetic gets
+beyond it.
 ``jflow_idle_cpu_ms`` / ``torch_idle_cpu_ms``: the CPU time a
 process used while the other one was timed (threads spinning after their work would slow the
 other's run). The load average before and after each row is recorded, and the CPU
@@ -180,11 +184,23 @@ def flop_counts(compiled, iters: int, worker) -> dict:
     return row
 
 
+def rates_and_bound(row: dict, peak_gflops: float) -> dict:
+    """Both sides' achieved GFLOP/s, and ``speedup_bound``: the speed-up jflow would reach if all
+    its executed products ran at ``peak_gflops`` (a speed-up goal above it needs less arithmetic,
+    not faster code)."""
+    ours = row["jflow_conv_gflop"] + row["jflow_dot_gflop"]
+    theirs = row["torch_conv_gflop"] + row["torch_matmul_gflop"]
+    return dict(peak_gflops=peak_gflops,
+                jflow_gflops_per_s=ours / (row["jflow_ms"] / 1e3),
+                torch_gflops_per_s=theirs / (row["torch_ms"] / 1e3),
+                speedup_bound=row["torch_ms"] / (1e3 * ours / peak_gflops))
+
+
 def measure(name: str, hw: tuple[int, int], official: str, a) -> dict:
     import jax
     import numpy as np
 
-    from jflow.benchmark import host_cpu
+    from jflow.benchmark import host_cpu, matmul_peak_gflops
 
     h, w = hw
     row = dict(model=name, size=f"{h}x{w}", threads=a.threads, load_before=load_avg())
@@ -236,6 +252,7 @@ def measure(name: str, hw: tuple[int, int], official: str, a) -> dict:
                        jflow_idle_cpu_ms=statistics.median(jax_idle),
                        torch_idle_cpu_ms=statistics.median(torch_idle))
             row["speedup"] = row["torch_ms"] / row["jflow_ms"]
+            row.update(rates_and_bound(row, matmul_peak_gflops()))
             row["torch"] = worker.info.get("torch")
         finally:
             worker.close()

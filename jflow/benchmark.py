@@ -14,8 +14,10 @@ arguments, outputs) and, on accelerators, ``device.memory_stats()['peak_bytes_in
 Work: ``gflops`` per call, the convolutions and matrix products the compiled program executes
 (:func:`jflow.flops.count_compiled_flops`: after XLA removed unused and shared work, loops
 multiplied by their trip count; a solver loop that stops on a tolerance by the solver's mean
-steps, ``loop_trips``), the achieved ``gflops_per_s`` and, where the device's float32 peak is
-known (``PEAK_TFLOPS``) or given (``--peak_tflops``), ``peak_fraction``. Kept beside it:
+steps, ``loop_trips``), the achieved ``gflops_per_s`` and ``peak_fraction`` of ``peak_gflops``:
+``--peak_tflops`` if given, else the device's rated float32 peak where known (``PEAK_TFLOPS``),
+else (CPUs) the rate XLA's own float32 matrix product attains on it (``peak_source``:
+``given``, ``rated``, ``matmul``). Kept beside it:
 ``jaxpr_gflops`` (every operation as written, loops at their limits: more than XLA runs, e.g.
 RAFT's unused upsampling masks) and XLA's own ``cost_analysis()`` (``xla_gflops``, a loop body
 counted once). ``iters`` is always the count that ran (the
@@ -110,6 +112,39 @@ def peak_gflops(device_kind: str, override_tflops: float | None = None) -> float
         return float(override_tflops) * 1e3
     hits = [k for k in PEAK_TFLOPS if k.lower() in device_kind.lower()]
     return PEAK_TFLOPS[max(hits, key=len)] * 1e3 if hits else None
+
+
+_MATMUL_PEAKS: dict[tuple[str, int], float] = {}
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """GFLOP/s of XLA's float32 ``(n, n) x (n, n)`` matrix product on the default device, the
+    best of ``repeats`` timed calls (measured once per process and size): the rate the device
+    attains on the densest work XLA gives it, a reference where no rated peak is known (CPUs)."""
+    key = (str(jax.devices()[0].device_kind), n)
+    if key not in _MATMUL_PEAKS:
+        ka, kb = jax.random.split(jax.random.key(0))
+        a, b = (jax.random.normal(k, (n, n), jnp.float32) for k in (ka, kb))
+        product = jax.jit(jnp.matmul).lower(a, b).compile()
+        jax.block_until_ready(product(a, b))
+        best = float("inf")
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            jax.block_until_ready(product(a, b))
+            best = min(best, time.perf_counter() - t0)
+        _MATMUL_PEAKS[key] = 2.0 * n ** 3 / best / 1e9
+    return _MATMUL_PEAKS[key]
+
+
+def reference_peak(device_kind: str, override_tflops: float | None = None
+                   ) -> tuple[float, str]:
+    """``(GFLOP/s, source)`` that ``peak_fraction`` divides by: ``--peak_tflops`` (``given``),
+    the device's rated float32 peak (``rated``, ``PEAK_TFLOPS``), else the measured matrix
+    product (``matmul``, :func:`matmul_peak_gflops`)."""
+    rated = peak_gflops(device_kind, override_tflops)
+    if rated is not None:
+        return rated, "given" if override_tflops else "rated"
+    return matmul_peak_gflops(), "matmul"
 
 
 def build(config) -> Any:
@@ -270,9 +305,8 @@ class Prepared:
             rec["solver_nstep"] = float(np.mean(np.asarray(stats["nstep"])))
         rec.update(self.executed_gflops(rec.get("solver_nstep")))
         rec["gflops_per_s"] = rec["gflops"] / (rec["time_ms"] / 1e3)
-        peak = peak_gflops(rec["device"], peak_tflops)
-        rec["peak_gflops"] = peak
-        rec["peak_fraction"] = None if peak is None else rec["gflops_per_s"] / peak
+        rec["peak_gflops"], rec["peak_source"] = reference_peak(rec["device"], peak_tflops)
+        rec["peak_fraction"] = rec["gflops_per_s"] / rec["peak_gflops"]
         return rec
 
     def executed_gflops(self, solver_nstep: float | None) -> dict[str, Any]:
@@ -450,7 +484,8 @@ def _define_flags() -> None:
                       "this size and time it in onnxruntime beside the jit (extra jflow[onnx])")
     flags.DEFINE_string("output", None, "JSON file for the full record (a list with --compare)")
     flags.DEFINE_float("peak_tflops", None, "the device's peak TFLOP/s for Peak% (default: the "
-                       "float32 peak of known GPUs)")
+                       "float32 peak of known GPUs, else the measured rate of a float32 matrix "
+                       "product)")
     flags.DEFINE_multi_string("compare", [], "side by side: 'file.py[:arg] [key=value ...]', one "
                               "flag per config; timed alternately, ratios to the first")
 

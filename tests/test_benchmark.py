@@ -35,10 +35,12 @@ def test_cli_record_fields_are_plausible(record):
     assert mem["temp"] > 0 and mem["total"] >= mem["argument"]
     assert 1 <= rec["solver_nstep"] <= 3
     # executed work: the solver loop at its mean steps (XLA counts its body once); no more
-    # than the jaxpr's count at the step limit; no known peak for a CPU
+    # than the jaxpr's count at the step limit; a CPU has no rated peak: the matrix product's
     assert rec["jaxpr_gflops"] >= rec["gflops"] > 0 and rec["gflops_per_s"] > 0
     assert rec["loop_trips"] == rec["solver_nstep"]
-    assert rec["peak_fraction"] is None and rec["host_cpu"]
+    assert rec["peak_source"] == "matmul" and rec["host_cpu"]
+    assert rec["peak_fraction"] == pytest.approx(rec["gflops_per_s"] / rec["peak_gflops"])
+    assert 0 < rec["peak_fraction"] < 1  # a tiny model, far from the dense product's rate
     header, row = stdout.splitlines()[:2]
     assert header.split(",") == list(benchmark.CSV_COLUMNS)
     assert row.startswith(f"deq_raft-T,{rec['params']},32,48,1,infer,3,")
@@ -97,6 +99,22 @@ def test_peak_lookup():
     assert benchmark.peak_gflops("NVIDIA H200") == 67_000.0
     assert benchmark.peak_gflops("cpu") is None
     assert benchmark.peak_gflops("cpu", 2.0) == 2000.0
+    assert benchmark.reference_peak("NVIDIA H200") == (67_000.0, "rated")
+    assert benchmark.reference_peak("cpu", 2.0) == (2000.0, "given")
+    gflops, source = benchmark.reference_peak("cpu")
+    assert source == "matmul" and gflops == benchmark.matmul_peak_gflops()
+
+
+def test_matmul_peak_is_a_rate_measured_once_per_size(monkeypatch):
+    calls = []
+    perf_counter = benchmark.time.perf_counter
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: calls.append(1) or perf_counter())
+    monkeypatch.setattr(benchmark, "_MATMUL_PEAKS", {})
+    rate = benchmark.matmul_peak_gflops(n=64, repeats=3)
+    assert 0 < rate < 1e7 and len(calls) == 6  # two clock reads per timed call
+    assert benchmark.matmul_peak_gflops(n=64, repeats=3) == rate and len(calls) == 6
+    benchmark.matmul_peak_gflops(n=32, repeats=1)
+    assert len(calls) == 8
 
 
 def test_host_cpu_names_model_family_and_avx512(tmp_path):
