@@ -16,8 +16,8 @@ Work: ``gflops`` per call, the convolutions and matrix products the compiled pro
 multiplied by their trip count; a solver loop that stops on a tolerance by the solver's mean
 steps, ``loop_trips``), the achieved ``gflops_per_s`` and ``peak_fraction`` of ``peak_gflops``:
 ``--peak_tflops`` if given, else the device's rated float32 peak where known (``PEAK_TFLOPS``),
-else (CPUs) the rate XLA's own float32 matrix product attains on it (``peak_source``:
-``given``, ``rated``, ``matmul``). Kept beside it:
+else on a CPU the rate XLA's own float32 matrix product attains on it (``peak_source``:
+``given``, ``rated``, ``matmul``; None for other accelerators). Kept beside it:
 ``jaxpr_gflops`` (every operation as written, loops at their limits: more than XLA runs, e.g.
 RAFT's unused upsampling masks) and XLA's own ``cost_analysis()`` (``xla_gflops``, a loop body
 counted once). ``iters`` is always the count that ran (the
@@ -40,6 +40,7 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -125,7 +126,8 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
     if key not in _MATMUL_PEAKS:
         ka, kb = jax.random.split(jax.random.key(0))
         a, b = (jax.random.normal(k, (n, n), jnp.float32) for k in (ka, kb))
-        product = jax.jit(jnp.matmul).lower(a, b).compile()
+        full = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)  # float32, no TF32
+        product = jax.jit(full).lower(a, b).compile()
         jax.block_until_ready(product(a, b))
         best = float("inf")
         for _ in range(max(1, repeats)):
@@ -136,14 +138,17 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
     return _MATMUL_PEAKS[key]
 
 
-def reference_peak(device_kind: str, override_tflops: float | None = None
-                   ) -> tuple[float, str]:
+def reference_peak(device_kind: str, override_tflops: float | None = None,
+                   backend: str | None = None) -> tuple[float | None, str | None]:
     """``(GFLOP/s, source)`` that ``peak_fraction`` divides by: ``--peak_tflops`` (``given``),
-    the device's rated float32 peak (``rated``, ``PEAK_TFLOPS``), else the measured matrix
-    product (``matmul``, :func:`matmul_peak_gflops`)."""
+    the device's rated float32 peak (``rated``, ``PEAK_TFLOPS``), else on a CPU backend the
+    measured matrix product (``matmul``, :func:`matmul_peak_gflops`); ``(None, None)`` for an
+    accelerator without a rated peak (a small product says little about its peak)."""
     rated = peak_gflops(device_kind, override_tflops)
     if rated is not None:
         return rated, "given" if override_tflops else "rated"
+    if (backend or jax.default_backend()) != "cpu":
+        return None, None
     return matmul_peak_gflops(), "matmul"
 
 
@@ -305,8 +310,9 @@ class Prepared:
             rec["solver_nstep"] = float(np.mean(np.asarray(stats["nstep"])))
         rec.update(self.executed_gflops(rec.get("solver_nstep")))
         rec["gflops_per_s"] = rec["gflops"] / (rec["time_ms"] / 1e3)
-        rec["peak_gflops"], rec["peak_source"] = reference_peak(rec["device"], peak_tflops)
-        rec["peak_fraction"] = rec["gflops_per_s"] / rec["peak_gflops"]
+        peak, rec["peak_source"] = reference_peak(rec["device"], peak_tflops, rec["backend"])
+        rec["peak_gflops"] = peak
+        rec["peak_fraction"] = None if peak is None else rec["gflops_per_s"] / peak
         return rec
 
     def executed_gflops(self, solver_nstep: float | None) -> dict[str, Any]:

@@ -101,8 +101,11 @@ def test_peak_lookup():
     assert benchmark.peak_gflops("cpu", 2.0) == 2000.0
     assert benchmark.reference_peak("NVIDIA H200") == (67_000.0, "rated")
     assert benchmark.reference_peak("cpu", 2.0) == (2000.0, "given")
-    gflops, source = benchmark.reference_peak("cpu")
+    gflops, source = benchmark.reference_peak("cpu", backend="cpu")
     assert source == "matmul" and gflops == benchmark.matmul_peak_gflops()
+    # an accelerator without a rated peak: none (a small product says little about it)
+    assert benchmark.reference_peak("Some GPU", backend="gpu") == (None, None)
+    assert benchmark.reference_peak("Some GPU", 5.0, backend="gpu") == (5000.0, "given")
 
 
 def test_matmul_peak_is_a_rate_measured_once_per_size(monkeypatch):
