@@ -275,7 +275,9 @@ def plot(path: str, rows: list[dict]) -> None:
     if rows:
         bar_plot(path, [f"{r['model']} {r['size']}" for r in rows], [r["speedup"] for r in rows],
                  title="jflow speed-up over the official PyTorch code (CPU inference)",
-                 ylabel="torch ms / jflow ms", reference=1.5)
+                 ylabel="torch ms / jflow ms", reference=1.5,
+                 marks=[r.get("speedup_bound") for r in rows],
+                 marks_label="bound: jflow's arithmetic at the matrix product's rate")
 
 
 def main(argv=None) -> None:

@@ -136,17 +136,24 @@ def line_plot(path: str, series: Sequence[dict], *, title: str, xlabel: str, yla
 
 
 def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], *, title: str,
-             ylabel: str, reference: float | None = None, size: tuple[int, int] | None = None
-             ) -> None:
+             ylabel: str, reference: float | None = None, size: tuple[int, int] | None = None,
+             marks: Sequence[float | None] | None = None, marks_label: str = "") -> None:
     """Writes a PNG of horizontal bars, one per label (top to bottom), each with its value; an
-    optional dashed vertical line at ``reference`` (e.g. a target)."""
+    optional dashed vertical line at ``reference`` (e.g. a target) and, per bar, an optional
+    mark (a vertical tick across the bar's row, e.g. a bound; None: none), named in a legend
+    by ``marks_label``."""
     w, h = size or (900, 90 + 34 * max(len(labels), 1))
-    left, right, top, bottom = 230, 40, 50, 40
+    vals = [float(v) for v in values]
+    ticks = [None if m is None or not math.isfinite(float(m)) else float(m)
+             for m in (marks or [None] * len(vals))]
+    legend = bool(marks_label) and any(m is not None for m in ticks)
+    left, right, top, bottom = 230, 40, 64 if legend else 50, 40
+    h += top - 50
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
     font, small = _font(16), _font(13)
-    vals = [float(v) for v in values]
-    hi = max([v for v in vals if math.isfinite(v)] + [reference or 0.0, 1e-9]) * 1.1
+    hi = max([v for v in vals if math.isfinite(v)] + [m for m in ticks if m is not None]
+             + [reference or 0.0, 1e-9]) * 1.1
 
     def u(v):
         return left + v / hi * (w - left - right)
@@ -162,6 +169,14 @@ def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], *, title
             draw.rectangle([left, y - 0.35 * step, u(v), y + 0.35 * step],
                            fill=COLORS[0 if reference is None or v >= reference else 3])
             draw.text((u(v) + 4, y), f"{v:.2f}", fill="black", font=small, anchor="lm")
+    for i, m in enumerate(ticks):
+        if m is not None:
+            y = top + (i + 0.5) * step
+            draw.line([(u(m), y - 0.45 * step), (u(m), y + 0.45 * step)], fill=COLORS[1], width=3)
+    if legend:
+        x = w - right - draw.textlength(marks_label, font=small)  # right-aligned, above the frame
+        draw.line([(x - 10, top - 19), (x - 10, top - 5)], fill=COLORS[1], width=3)
+        draw.text((x, top - 12), marks_label, fill="black", font=small, anchor="lm")
     if reference is not None:
         _dashed(draw, [(u(reference), top), (u(reference), h - bottom)], (0, 0, 0), 1, (6, 4))
     draw.rectangle([left, top, w - right, h - bottom], outline="black")
