@@ -490,8 +490,8 @@ def _define_flags() -> None:
                       "this size and time it in onnxruntime beside the jit (extra jflow[onnx])")
     flags.DEFINE_string("output", None, "JSON file for the full record (a list with --compare)")
     flags.DEFINE_float("peak_tflops", None, "the device's peak TFLOP/s for Peak% (default: the "
-                       "float32 peak of known GPUs, else the measured rate of a float32 matrix "
-                       "product)")
+                       "float32 peak of known GPUs; on CPUs the measured rate of a float32 "
+                       "matrix product)")
     flags.DEFINE_multi_string("compare", [], "side by side: 'file.py[:arg] [key=value ...]', one "
                               "flag per config; timed alternately, ratios to the first")
 

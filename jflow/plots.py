@@ -144,6 +144,8 @@ def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], *, title
     by ``marks_label``."""
     w, h = size or (900, 90 + 34 * max(len(labels), 1))
     vals = [float(v) for v in values]
+    if marks is not None and len(marks) != len(vals):
+        raise ValueError(f"bar_plot: {len(marks)} marks for {len(vals)} bars")
     ticks = [None if m is None or not math.isfinite(float(m)) else float(m)
              for m in (marks or [None] * len(vals))]
     legend = bool(marks_label) and any(m is not None for m in ticks)

@@ -1,5 +1,6 @@
 """PIL plots: the bar chart that experiments/vs_torch.py draws; line plots with gaps."""
 import numpy as np
+import pytest
 from PIL import Image
 
 from jflow.plots import COLORS, bar_plot, line_plot
@@ -35,6 +36,8 @@ def test_bar_plot_marks_a_bound_per_bar(tmp_path):
     assert rows.size > 0
     assert rows.min() > 64 + first_rows.max()  # in the second bar's row, below the first tick
     assert cols.max() < 300 + first_cols.min()  # at 2.0, left of the tick at 3.0
+    with pytest.raises(ValueError, match="1 marks for 2 bars"):
+        marked([3.0])
 
 
 def test_line_plot_skips_missing_points(tmp_path):
