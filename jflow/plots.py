@@ -142,15 +142,14 @@ def bar_plot(path: str, labels: Sequence[str], values: Sequence[float], *, title
     optional dashed vertical line at ``reference`` (e.g. a target) and, per bar, an optional
     mark (a vertical tick across the bar's row, e.g. a bound; None: none), named in a legend
     by ``marks_label``."""
-    w, h = size or (900, 90 + 34 * max(len(labels), 1))
     vals = [float(v) for v in values]
     if marks is not None and len(marks) != len(vals):
         raise ValueError(f"bar_plot: {len(marks)} marks for {len(vals)} bars")
     ticks = [None if m is None or not math.isfinite(float(m)) else float(m)
              for m in (marks or [None] * len(vals))]
     legend = bool(marks_label) and any(m is not None for m in ticks)
-    left, right, top, bottom = 230, 40, 64 if legend else 50, 40
-    h += top - 50
+    left, right, top, bottom = 230, 40, 64 if legend else 50, 40  # the legend above the frame
+    w, h = size or (900, top + 40 + 34 * max(len(labels), 1))
     img = Image.new("RGB", (w, h), "white")
     draw = ImageDraw.Draw(img)
     font, small = _font(16), _font(13)
